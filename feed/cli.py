@@ -1,0 +1,73 @@
+"""The ``feed`` console script: one entry point that parses config once and calls library functions.
+
+Command modules (``feed/commands/*.py``) import only light things at module level so ``feed --help`` is fast;
+Spark, Feast, GX and torch are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from feed.commands import bench as bench_cmds
+from feed.commands import data as data_cmds
+from feed.commands import demo as demo_cmds
+from feed.commands import feast as feast_cmds
+from feed.commands import features as features_cmds
+from feed.commands import quality as quality_cmds
+from feed.config import FeedSettings
+
+app = typer.Typer(
+    name="feed",
+    help="Feature-store-centric LLM feed recommender: data → Spark features → Delta → GX gate → Feast → …",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+data_app = typer.Typer(help="Synthetic data, real-data loaders, and ingestion into the raw Delta tables.")
+data_app.command("synth")(data_cmds.synth)
+data_app.command("load-movielens")(data_cmds.load_movielens)
+data_app.command("load-mind")(data_cmds.load_mind)
+data_app.command("ingest")(data_cmds.ingest)
+app.add_typer(data_app, name="data", no_args_is_help=True)
+
+features_app = typer.Typer(help="Spark feature pipeline, quality gate and the Feast feature store.")
+features_app.command("build")(features_cmds.build)
+features_app.command("validate")(quality_cmds.validate)
+features_app.command("apply")(feast_cmds.apply)
+features_app.command("materialize")(feast_cmds.materialize)
+features_app.command("online")(feast_cmds.online)
+features_app.command("historical")(feast_cmds.historical)
+app.add_typer(features_app, name="features", no_args_is_help=True)
+
+bench_app = typer.Typer(help="Benchmarks; each writes reports/bench/<name>.json.")
+bench_app.command("features")(bench_cmds.features)
+bench_app.command("feast-online")(bench_cmds.feast_online)
+app.add_typer(bench_app, name="bench", no_args_is_help=True)
+
+app.command("demo")(demo_cmds.demo)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None, typer.Option(help="Project home holding data/ and artifacts/ [env FEED_HOME; default: cwd]")
+    ] = None,
+) -> None:
+    """Read the configuration once; every command gets it as ``ctx.obj``."""
+    settings = FeedSettings()
+    if home is not None:
+        settings = settings.model_copy(update={"home": home})
+    ctx.obj = settings
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
