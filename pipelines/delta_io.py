@@ -1,10 +1,10 @@
 """The one module that owns Delta Lake I/O.
 
-Embedded default: ``deltalake`` (delta-rs) reads and writes the tables; Spark jobs exchange data with it as
-Parquet files (Spark reads a table's current data files; Spark writes Parquet to a staging folder which is then
-committed to Delta here). On a cluster that can resolve the delta-spark jars, ``DeltaBackend.SPARK`` reads and
-writes with ``spark.read.format("delta")`` instead — delta-spark cannot start on machines without Maven access
-(its wheel ships no jars), which is why it is not the default.
+Embedded default: ``deltalake`` (delta-rs) reads and writes the tables; Spark jobs exchange data with it
+as Parquet files (Spark reads a table's current data files; Spark writes Parquet to a staging folder which is
+then committed to Delta here). On a cluster that can resolve the delta-spark jars, ``DeltaBackend.SPARK``
+reads and writes with ``spark.read.format("delta")`` instead — delta-spark cannot start on machines without
+Maven access (its wheel ships no jars), which is why it is not the default.
 
 Writes are atomic Delta commits: a reader sees the previous version until the commit lands, and any earlier
 version stays readable through time travel (``version=``).
@@ -116,12 +116,10 @@ def read(
     *,
     columns: Sequence[str] | None = None,
     version: int | None = None,
-    filter: pads.Expression | None = None,  # noqa: A002 - pyarrow's own name
+    filter: pads.Expression | None = None,  # pyarrow's own name
 ) -> pa.Table:
     """Read the table (optionally an earlier ``version``: Delta time travel)."""
-    return dataset(path, version=version).to_table(
-        columns=list(columns) if columns else None, filter=filter
-    )
+    return dataset(path, version=version).to_table(columns=list(columns) if columns else None, filter=filter)
 
 
 def data_files(path: Path | str, *, version: int | None = None) -> list[str]:
@@ -186,3 +184,10 @@ def read_staged(staging: Path, schema: pa.Schema) -> pa.Table:
         return schema.empty_table()
     table = pads.dataset(files, format="parquet").to_table()
     return conform(table, schema, name=str(staging))
+
+
+def restore(path: Path | str, version: int) -> int:
+    """Make ``version`` the table's current state again (a new commit; history is kept). Used to undo a
+    multi-table ingest that failed halfway."""
+    DeltaTable(str(path)).restore(version)
+    return DeltaTable(str(path)).version()

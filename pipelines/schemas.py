@@ -154,8 +154,8 @@ MEMBER_PROFILE = pa.schema(
         pa.field("education", pa.list_(pa.string())),
         # "Title @ Company (Industry), 2019-03 – present", newest first: Feast has no struct type.
         pa.field("work_history", pa.list_(pa.string())),
+        *_STAMPS,
     ]
-    + _STAMPS
 )
 
 MEMBER_HISTORY = pa.schema(
@@ -163,8 +163,8 @@ MEMBER_HISTORY = pa.schema(
         pa.field("member_id", pa.int64(), nullable=False),
         pa.field("engaged_post_ids", pa.list_(pa.int64())),  # engaged only, newest last, capped
         pa.field("history_length", pa.int64()),  # engaged impressions before the snapshot (uncapped)
+        *_STAMPS,
     ]
-    + _STAMPS
 )
 
 MEMBER_AFFINITY = pa.schema(
@@ -174,8 +174,8 @@ MEMBER_AFFINITY = pa.schema(
         pa.field("top_author_scores", pa.list_(pa.float64())),  # share of the member's engagements
         pa.field("top_topics", pa.list_(pa.string())),
         pa.field("top_topic_scores", pa.list_(pa.float64())),
+        *_STAMPS,
     ]
-    + _STAMPS
 )
 
 POST_CONTENT = pa.schema(
@@ -188,8 +188,8 @@ POST_CONTENT = pa.schema(
         pa.field("article_domain", pa.string()),
         pa.field("topic", pa.string()),  # first hashtag of the text, lower-case; "general" if none
         pa.field("created_at", TS),
+        *_STAMPS,  # event_timestamp = created_at
     ]
-    + _STAMPS  # event_timestamp = created_at
 )
 
 # Counts are cumulative up to the snapshot; *_1d/_7d/_28d are windows ending at the snapshot.
@@ -218,8 +218,8 @@ AUTHOR_STATS = pa.schema(
         pa.field("engagements_28d", pa.int64()),
         pa.field("follower_percentile", pa.int64()),  # among all authors with a post before the snapshot
         pa.field("engagement_percentile", pa.int64()),
+        *_STAMPS,
     ]
-    + _STAMPS
 )
 
 EMBEDDING_MEMBER = pa.schema(
@@ -227,16 +227,16 @@ EMBEDDING_MEMBER = pa.schema(
         pa.field("member_id", pa.int64(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
         pa.field("embedding", pa.list_(pa.float32())),
+        *_STAMPS,
     ]
-    + _STAMPS
 )
 EMBEDDING_POST = pa.schema(
     [
         pa.field("post_id", pa.int64(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
         pa.field("embedding", pa.list_(pa.float32())),
+        *_STAMPS,
     ]
-    + _STAMPS
 )
 
 FEATURE_SCHEMAS: dict[str, pa.Schema] = {

@@ -35,3 +35,22 @@ def spark() -> Iterator[SparkSession]:
     session = get_spark(cfg)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_raw_lake(tmp_path_factory: pytest.TempPathFactory) -> FeedPaths:
+    """A project home whose lake holds the ``tiny`` synthetic data set (seed 0), ingested: raw_*,
+    audit_attributes and truth_* tables (≈1k members, 2.5k posts, ≈100k impressions; ~2 s). Read-only:
+    tests that write to the lake need their own home."""
+    from datetime import timedelta
+
+    from pipelines.ingest import ingest
+    from pipelines.synth import synth_config, write_synth
+
+    config = synth_config("tiny", seed=0)
+    paths = FeedPaths(home=tmp_path_factory.mktemp("tiny_raw_lake"))
+    src = paths.landing / "synth-tiny-0"
+    write_synth(config, src)
+    # "now" = the end of the synthetic period, so the future-timestamp rule holds whatever the clock says.
+    ingest(paths, src, now=config.start + timedelta(days=config.days))
+    return paths
