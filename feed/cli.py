@@ -55,7 +55,8 @@ app.command("demo")(demo_cmds.demo)
 def _root(
     ctx: typer.Context,
     home: Annotated[
-        Path | None, typer.Option(help="Project home holding data/ and artifacts/ [env FEED_HOME; default: cwd]")
+        Path | None,
+        typer.Option(help="Project home holding data/ and artifacts/ [env FEED_HOME; default: cwd]"),
     ] = None,
 ) -> None:
     """Read the configuration once; every command gets it as ``ctx.obj``."""

@@ -94,6 +94,7 @@ class SparkConfig:
             "spark.sql.shuffle.partitions": "8",  # 2-core default; raise on a cluster
             "spark.driver.memory": "6g",
             "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",  # progress bars would interleave with our own output
             "spark.sql.execution.arrow.pyspark.enabled": "true",
         }
     )

@@ -1,4 +1,5 @@
-"""Report JSON contract (DESIGN.md): ``summary`` beside ``config``, ``device``, ``git_commit``, ``created_at``."""
+"""Report JSON contract (DESIGN.md): ``summary`` beside ``config``, ``device``, ``git_commit``,
+``created_at``."""
 
 from __future__ import annotations
 

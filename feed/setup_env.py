@@ -1,7 +1,7 @@
 """One-time set-up run by ``make install``: make DuckDB's Delta extension loadable offline.
 
 DuckDB would download its ``delta`` extension at first use, which these machines cannot; the PyPI package
-``duckdb-ext-delta`` ships the binary, and DuckDB looks for it under ``~/.duckdb/extensions/<ver>/<platform>``.
+``duckdb-ext-delta`` ships the binary; DuckDB looks for it under ``~/.duckdb/extensions/<ver>/<platform>``.
 """
 
 from __future__ import annotations
