@@ -36,7 +36,14 @@ class BenchConfig:
     warmup: int = 50
     calls: int = 500  # timed calls per case (>= 500 so p99 rests on >= 5 samples)
     posts_per_call: int = 100  # a ranking request's candidate set
-    member_service: str = "retrieval_member_v1"
+    # One member read = every feature of the member-keyed views (14 today: the issue asks for ≈20), not just
+    # a service, so the figure covers what the request path fetches for a member at once.
+    member_views: tuple[str, ...] = (
+        "member_profile",
+        "member_history",
+        "member_affinity",
+        "member_embedding",
+    )
     post_service: str = "retrieval_post_v1"
     seed: int = 0
 
@@ -87,7 +94,12 @@ def _require_materialized(settings: FeedSettings) -> dt.datetime:
 def _cases(fs: Any, settings: FeedSettings, cfg: BenchConfig, members: list[int], pairs: list) -> dict:
     paths = settings.paths()
     rng = random.Random(cfg.seed)
-    member_reader = feature_store.online_reader(paths, cfg.member_service, fs=fs)
+    member_refs = [
+        f"{view}:{feature.name}"
+        for view in cfg.member_views
+        for feature in fs.get_feature_view(view).features
+    ]
+    member_reader = feature_store.online_reader(paths, member_refs, fs=fs)
     post_reader = feature_store.online_reader(paths, cfg.post_service, fs=fs)
 
     def member_call() -> Any:
@@ -98,10 +110,12 @@ def _cases(fs: Any, settings: FeedSettings, cfg: BenchConfig, members: list[int]
         return post_reader.read([{"post_id": p, "author_id": a} for p, a in chosen])
 
     n_features = len(member_call()) - 1  # minus the member_id column
+    n_post_features = len(posts_call()) - 2  # minus post_id, author_id
     return {
         "member": _time(member_call, cfg),
         "posts100": _time(posts_call, cfg),
         "member_features": n_features,
+        "post_features": n_post_features,
         "member_call": member_call,
     }
 
@@ -180,6 +194,7 @@ def run(
         "redis_posts100_p50_ms": redis["posts100"]["p50_ms"] if redis else None,
         "redis_posts100_p99_ms": redis["posts100"]["p99_ms"] if redis else None,
         "member_features": sqlite["member_features"],
+        "post_features": sqlite["post_features"],
         "sqlite_member_goal_met": sqlite["member"]["p99_ms"] < 5.0,
         "redis_member_goal_met": (redis["member"]["p99_ms"] < 2.0) if redis else None,
     }
