@@ -249,6 +249,8 @@ def _row_count_reference(
     batch_snapshots = set(pc.unique(batch.column(TIMESTAMP).drop_null()).to_pylist())
     shared = [per_snapshot[s] for s in batch_snapshots if s in per_snapshot]
     latest = [per_snapshot[s] for s in sorted(per_snapshot)[-max(1, len(batch_snapshots)) :]]
+    if not shared and table in config.changes_only:
+        return None  # new snapshots of a change-only table: no stable reference (see GateConfig)
     basis = shared or latest
     return row_count_bounds(
         config,

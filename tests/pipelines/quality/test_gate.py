@@ -206,7 +206,8 @@ def _other_feature_faults() -> list[Any]:
                      "expect_column_values_to_be_in_set", "format_in_set", id="unknown_post_format"),
         pytest.param("member_profile", lambda k, b: k.set_value(b, "event_timestamp", 0, None),
                      "expect_column_values_to_not_be_null", "not_null", id="null_timestamp"),
-        pytest.param("member_profile", lambda k, b: b.slice(0, 0),
+        # an empty batch of a dense table (a row per author per snapshot); change-only tables may be empty
+        pytest.param("author_stats", lambda k, b: b.slice(0, 0),
                      "expect_table_row_count_to_be_between", "row_count_change", id="empty_batch"),
     ]  # fmt: skip
 
@@ -310,3 +311,45 @@ def test_row_count_reference_for_a_new_snapshot_is_the_latest_published_one(
         )
         assert result.passed, result.summary
     assert delta_io.read(feed_paths.table(TABLE)).num_rows == 25 + 40 + 70
+
+
+def test_change_only_table_accepts_a_quiet_day_but_not_a_collapsed_rerun(
+    kit: Any, feed_paths: FeedPaths
+) -> None:
+    """member_history holds rows only where a member engaged: a new day with few (or no) changes is normal,
+    while re-running an already published day that lost most of its rows is still a collapse."""
+    table = "member_history"
+    first = gate_and_publish(
+        table,
+        kit.feature_batch(table, keys=range(40), snapshots=[kit.snapshots[0]]),
+        paths=feed_paths,
+        run_id="day-0",
+        predicate=kit.snapshot_predicate(kit.snapshots[0]),
+        now=kit.now,
+    )
+    assert first.passed, first.summary
+    for run_id, keys, snapshot in (
+        ("quiet-day", range(3), kit.snapshots[1]),
+        ("empty-day", range(0), kit.snapshots[2]),
+    ):
+        result = gate_and_publish(
+            table,
+            kit.feature_batch(table, keys=keys, snapshots=[snapshot]),
+            paths=feed_paths,
+            run_id=run_id,
+            predicate=kit.snapshot_predicate(snapshot),
+            now=kit.now,
+        )
+        assert result.passed, result.summary
+    version = delta_io.version(feed_paths.table(table))
+    rerun = gate_and_publish(
+        table,
+        kit.feature_batch(table, keys=range(5), snapshots=[kit.snapshots[0]]),
+        paths=feed_paths,
+        run_id="collapsed-rerun",
+        predicate=kit.snapshot_predicate(kit.snapshots[0]),
+        now=kit.now,
+    )
+    assert not rerun.passed
+    assert any(f.get("check") == "row_count_change" for f in rerun.failures)
+    assert delta_io.version(feed_paths.table(table)) == version
