@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -24,6 +27,22 @@ os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "true")
 def feed_paths(tmp_path: Path) -> FeedPaths:
     """An empty project home (data/, artifacts/) under pytest's tmp dir."""
     return FeedPaths(home=tmp_path)
+
+
+@pytest.fixture(scope="session")
+def fabricate() -> ModuleType:
+    """The feature-table fabricator (tests/feature_repo/fabricate.py) for the Feast and docs tests, loaded
+    by path: tests/ is not a package (pytest --import-mode=importlib)."""
+    name = "feed_tests_fabricate"
+    if name not in sys.modules:
+        path = Path(__file__).parent / "feature_repo" / "fabricate.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file executes
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 @pytest.fixture(scope="session")

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import socket
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from feed.config import FeedPaths
-
-
-def load_fabricate() -> ModuleType:
-    """tests/ is not a package (pytest --import-mode=importlib): load the fabricator next to this file."""
-    name = "feed_tests_fabricate"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fabricate.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file executes
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def free_port() -> int:
@@ -45,11 +29,6 @@ class Home:
     paths: FeedPaths
     fab: object  # fabricate.Fabricated
     end: dt.datetime  # materialized up to here
-
-
-@pytest.fixture(scope="module")
-def fabricate() -> ModuleType:
-    return load_fabricate()
 
 
 @pytest.fixture(scope="module")

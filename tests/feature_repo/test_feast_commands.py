@@ -79,7 +79,8 @@ def test_feast_online_bench_writes_its_report(materialized_home: Any, tmp_path: 
     summary = report["summary"]
     for key in ("sqlite_member_p50_ms", "sqlite_member_p99_ms", "sqlite_posts100_p99_ms"):
         assert summary[key] > 0, key
-    assert summary["member_features"] == 10  # retrieval_member_v1: 6 profile + 2 history + 2 embedding
+    # every member-keyed feature: 6 profile + 2 history + 4 affinity + 2 embedding
+    assert summary["member_features"] == 14
     assert report["details"]["profile"]["sqlite_member"]
     has_redis = summary["redis_member_p99_ms"] is not None
     assert has_redis == (not any("redis-server not installed" in n for n in report["notes"]))
