@@ -233,7 +233,20 @@ retrieval_post_v1 = FeatureService(
     name="retrieval_post_v1",
     features=[
         post_content_fv,
-        post_engagement_fv[["view_percentile", "like_percentile", "comment_percentile", "share_percentile"]],
+        # raw counts beside the buckets: the prompt library renders either (percentile tokens by default,
+        # raw counts for the ablation)
+        post_engagement_fv[
+            [
+                "views",
+                "likes",
+                "comments",
+                "shares",
+                "view_percentile",
+                "like_percentile",
+                "comment_percentile",
+                "share_percentile",
+            ]
+        ],
         author_stats_fv[["followers", "follower_percentile"]],
     ],
     description="Post tower and index metadata: content, engagement percentiles, author popularity.",

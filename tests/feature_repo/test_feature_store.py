@@ -187,7 +187,9 @@ def test_services_resolve_online(materialized_home: Any) -> None:
     )
     assert posts["post_content__format"] == ["article", None]
     assert posts["author_stats__follower_percentile"] == [62, None]
-    assert "post_engagement__views" not in posts  # the service sub-selects percentiles only
+    # the service sub-selects counts and buckets (not the windowed counts)
+    assert "post_engagement__views" in posts
+    assert "post_engagement__views_7d" not in posts
     with pytest.raises(feature_store.FeatureStoreError, match="no feature service 'nope'"):
         feature_store.online_features(paths, "nope", [{"member_id": 1}])
 
