@@ -89,8 +89,14 @@ def write(
     if partition_by:
         kwargs["partition_by"] = list(partition_by)
     if isinstance(data, pads.Dataset):
-        data = data.to_batches()
-        kwargs["schema"] = schema
+        # streamed batch by batch (bounded memory); delta-rs takes a RecordBatchReader
+        reader = data.scanner().to_reader()
+        if schema is not None:
+            reader = pa.RecordBatchReader.from_batches(
+                schema,
+                (conform(pa.Table.from_batches([b]), schema).to_batches()[0] for b in reader if b.num_rows),
+            )
+        data = reader
     write_deltalake(str(path), data, **kwargs)
     return DeltaTable(str(path)).version()
 
