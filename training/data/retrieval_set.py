@@ -232,8 +232,13 @@ class _Build:
 def build_retrieval_set(paths: FeedPaths, cfg: RetrievalSetConfig) -> Path:
     """Build the set ``cfg.name`` from raw_impressions, the feature tables and Feast (applied for ``paths``);
     replace any previous set of that name. Returns the set's folder."""
+    from pipelines.feature_store import apply
+
     began = time.perf_counter()
     state = _Build(cfg)
+    # Register the checked-out definitions first (idempotent): a registry applied by an older checkout would
+    # lack features the services read now, and Feast would fail deep inside the join.
+    apply(paths, cfg.feast_variant)
     impressions, catalog = load_events(paths, state.skipped)
     state.seconds["load"] = time.perf_counter() - began
     t0 = time.perf_counter()
