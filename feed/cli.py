@@ -17,6 +17,8 @@ from feed.commands import demo as demo_cmds
 from feed.commands import feast as feast_cmds
 from feed.commands import features as features_cmds
 from feed.commands import quality as quality_cmds
+from feed.commands import retrieval_set as retrieval_set_cmds
+from feed.commands import retrieval_train as retrieval_train_cmds
 from feed.config import FeedSettings
 
 app = typer.Typer(
@@ -42,6 +44,12 @@ features_app.command("materialize")(feast_cmds.materialize)
 features_app.command("online")(feast_cmds.online)
 features_app.command("historical")(feast_cmds.historical)
 app.add_typer(features_app, name="features", no_args_is_help=True)
+
+train_app = typer.Typer(help="Training sets, model training and evaluation.")
+train_app.command("build-retrieval-set")(retrieval_set_cmds.build_retrieval_set)
+train_app.command("retrieval")(retrieval_train_cmds.train_retrieval)
+train_app.command("eval-retrieval")(retrieval_train_cmds.eval_retrieval)
+app.add_typer(train_app, name="train", no_args_is_help=True)
 
 bench_app = typer.Typer(help="Benchmarks; each writes reports/bench/<name>.json.")
 bench_app.command("features")(bench_cmds.features)

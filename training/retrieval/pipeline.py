@@ -105,6 +105,7 @@ class RunOutcome:
     train: TrainResult
     results: dict[str, dict[str, Any]]
     report: Path | None = None
+    n_examples: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
 
 
@@ -285,15 +286,19 @@ def train_and_evaluate(
     evaluate_pretrained: bool = True,
     write_report: bool = False,
     reports_dir: Path | None = None,
+    train_only: bool = False,
 ) -> RunOutcome:
     """Fine-tune one model version on the set's train split and evaluate it (and the baselines) on
-    ``cfg.eval_split``. ``write_report`` writes reports/retrieval_eval.{json,md}."""
+    ``cfg.eval_split``. ``write_report`` writes reports/retrieval_eval.{json,md}; ``train_only`` skips the
+    evaluation."""
     plan = RunPlan.of(cfg)
-    tokenizer = DualEncoder(
-        plan.encoder
-    ).tokenizer  # the tokenizer with the special tokens: budgets count them
+    # the tokenizer with the special tokens: the prompt budgets count them
+    tokenizer = DualEncoder(plan.encoder).tokenizer
     train_anchors = _sample(rset.anchors("train"), cfg.max_train_anchors, cfg.seed)
     examples = build_examples(rset, train_anchors, tokenizer, plan.prompt, cfg.history, progress=cfg.progress)
+    if train_only:
+        result = train(examples, plan.encoder, plan.train, out_dir)
+        return RunOutcome(out_dir.name, out_dir, result, {}, n_examples=len(examples))
     corpus = build_eval_corpus(
         rset, eval_anchors(rset, cfg), tokenizer, plan.prompt, cfg.history, progress=cfg.progress
     )
@@ -302,7 +307,7 @@ def train_and_evaluate(
     if evaluate_pretrained:
         models["pretrained"] = pretrained_encoder(plan, cfg.pretrained_baseline)
     results = evaluate_models(rset, cfg, models, corpus=corpus)
-    outcome = RunOutcome(version=out_dir.name, out_dir=out_dir, train=result, results=results)
+    outcome = RunOutcome(out_dir.name, out_dir, result, results, n_examples=len(examples))
     if write_report:
         outcome.report = write_run_report(
             rset,

@@ -202,9 +202,9 @@ def test_cli_trains_from_jsonl(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     assert "2 steps on 16 examples" in out.output
     assert (tmp_path / "artifacts" / "retrieval" / "t1" / "metrics.json").is_file()
-    missing = runner.invoke(app, ["train-retrieval", "--profile", "tiny"])
+    missing = runner.invoke(app, ["train-retrieval", "--profile", "tiny", "--set", "nope"])
     assert missing.exit_code == 2
-    assert "--examples" in missing.output
+    assert "build-retrieval-set" in missing.output
     bad = runner.invoke(app, ["train-retrieval", "--profile", "huge", "--examples", str(examples)])
     assert bad.exit_code == 2
     assert "unknown retrieval profile" in bad.output
