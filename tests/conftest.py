@@ -73,3 +73,20 @@ def tiny_raw_lake(tmp_path_factory: pytest.TempPathFactory) -> FeedPaths:
     # "now" = the end of the synthetic period, so the future-timestamp rule holds whatever the clock says.
     ingest(paths, src, now=config.start + timedelta(days=config.days))
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_feature_home(tiny_raw_lake: FeedPaths, tmp_path_factory: pytest.TempPathFactory) -> FeedPaths:
+    """``tiny_raw_lake`` plus every feature table built by Spark through the gate and the Feast definitions
+    applied (≈ 60 s, once per run). Read-only: a test that writes copies ``lake`` into its own home."""
+    import shutil
+
+    from pipelines import feature_store
+    from pipelines.features.build import build_features
+
+    paths = FeedPaths(home=tmp_path_factory.mktemp("tiny_feature_home"))
+    shutil.copytree(tiny_raw_lake.lake, paths.lake)
+    report = build_features(paths, SparkConfig(master="local[2]"))
+    assert report.passed, [t.gate.summary for t in report.tables if not t.passed]
+    feature_store.apply(paths)
+    return paths

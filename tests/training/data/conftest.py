@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from feed.config import FeedPaths, SparkConfig
+from feed.config import FeedPaths
 from pipelines.schemas import ENGAGED_LABELS
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import SparkSession
 
     from training.data.retrieval_set import RetrievalSetConfig
 
@@ -53,28 +52,3 @@ def impressions_frame() -> Callable[[list[tuple[Any, ...]]], pd.DataFrame]:
 
     return make
 
-
-@dataclass(frozen=True)
-class BuiltSet:
-    paths: FeedPaths
-    path: Path
-    cfg: RetrievalSetConfig
-
-
-@pytest.fixture(scope="session")
-def built_set(
-    tiny_raw_lake: FeedPaths, spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
-) -> BuiltSet:
-    """tiny → Spark features → Feast apply → the retrieval set (≈ 60 s of Spark, ≈ 15 s of set building).
-    The all-impressions cap is raised so the superset property can be checked on every anchor."""
-    from pipelines import feature_store
-    from pipelines.features.build import build_features
-    from training.data.retrieval_set import RetrievalSetConfig, build_retrieval_set
-
-    paths = FeedPaths(home=tmp_path_factory.mktemp("retrieval_home"))
-    shutil.copytree(tiny_raw_lake.lake, paths.lake)
-    report = build_features(paths, SparkConfig(master="local[2]"))
-    assert report.passed
-    feature_store.apply(paths)
-    cfg = RetrievalSetConfig(name="t", all_history_cap=4096)
-    return BuiltSet(paths, build_retrieval_set(paths, cfg), cfg)
