@@ -14,6 +14,7 @@ import typer
 from feed.commands import bench as bench_cmds
 from feed.commands import data as data_cmds
 from feed.commands import demo as demo_cmds
+from feed.commands import embed as embed_cmds
 from feed.commands import feast as feast_cmds
 from feed.commands import features as features_cmds
 from feed.commands import quality as quality_cmds
@@ -50,6 +51,11 @@ train_app.command("build-retrieval-set")(retrieval_set_cmds.build_retrieval_set)
 train_app.command("retrieval")(retrieval_train_cmds.train_retrieval)
 train_app.command("eval-retrieval")(retrieval_train_cmds.eval_retrieval)
 app.add_typer(train_app, name="train", no_args_is_help=True)
+
+embed_app = typer.Typer(help="Embed posts / members with a trained retrieval model into Delta tables.")
+embed_app.command("posts")(embed_cmds.posts)
+embed_app.command("members")(embed_cmds.members)
+app.add_typer(embed_app, name="embed", no_args_is_help=True)
 
 bench_app = typer.Typer(help="Benchmarks; each writes reports/bench/<name>.json.")
 bench_app.command("features")(bench_cmds.features)

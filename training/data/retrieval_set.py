@@ -221,7 +221,7 @@ def _midnight(ts: dt.datetime) -> dt.datetime:
 
 
 @dataclass
-class _Build:
+class BuildState:
     """Mutable state of one build (local to :func:`build_retrieval_set`, never module level)."""
 
     cfg: RetrievalSetConfig
@@ -235,7 +235,7 @@ def build_retrieval_set(paths: FeedPaths, cfg: RetrievalSetConfig) -> Path:
     from pipelines.feature_store import apply
 
     began = time.perf_counter()
-    state = _Build(cfg)
+    state = BuildState(cfg)
     # Register the checked-out definitions first (idempotent): a registry applied by an older checkout would
     # lack features the services read now, and Feast would fail deep inside the join.
     apply(paths, cfg.feast_variant)
@@ -254,7 +254,7 @@ def build_retrieval_set(paths: FeedPaths, cfg: RetrievalSetConfig) -> Path:
 
     t0 = time.perf_counter()
     anchors["split"] = windows.split_of(anchors["as_of"])
-    posts = _post_features(paths, _needed_posts(anchors, catalog, cfg), catalog, state)
+    posts = post_features(paths, _needed_posts(anchors, catalog, cfg), catalog, state)
     state.seconds["post_features"] = time.perf_counter() - t0
 
     out = set_dir(paths, cfg.name)
@@ -483,7 +483,7 @@ def _easy_negatives(
 
 
 def _attach_member_features(
-    paths: FeedPaths, anchors: pd.DataFrame, catalog: pd.DataFrame, state: _Build
+    paths: FeedPaths, anchors: pd.DataFrame, catalog: pd.DataFrame, state: BuildState
 ) -> pd.DataFrame:
     """member_profile__* and engaged history as of each anchor (Feast PIT at anchor_time). Anchors of members
     without a profile row by then are skipped, history ids of unknown posts dropped (both counted)."""
@@ -514,9 +514,9 @@ def _attach_member_features(
     rows = rows.rename(columns={"event_timestamp": "anchor_time"})
     anchors = anchors.merge(rows, on=["member_id", "anchor_time"], how="left", validate="many_to_one")
     for column in MEMBER_COLUMNS[3:]:  # list features: None → []
-        anchors[column] = anchors[column].apply(_id_or_str_list)
+        anchors[column] = anchors[column].apply(id_or_str_list)
     known = set(catalog["post_id"].tolist())
-    history = anchors.pop("member_history__engaged_post_ids").apply(_id_or_str_list)
+    history = anchors.pop("member_history__engaged_post_ids").apply(id_or_str_list)
     kept = history.apply(lambda ids: [i for i in ids if i in known])
     state.skipped["history_item_unknown_post"] += int((history.str.len() - kept.str.len()).sum())
     anchors["engaged_history_post_ids"] = kept
@@ -524,7 +524,7 @@ def _attach_member_features(
     return anchors
 
 
-def _id_or_str_list(value: Any) -> list[Any]:
+def id_or_str_list(value: Any) -> list[Any]:
     """A Feast list feature (list, numpy array, or missing) as a plain list of Python values."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return []
@@ -580,8 +580,8 @@ def _needed_posts(anchors: pd.DataFrame, catalog: pd.DataFrame, cfg: RetrievalSe
     return needed.drop_duplicates().sort_values(["as_of", "post_id"], kind="stable").reset_index(drop=True)
 
 
-def _post_features(
-    paths: FeedPaths, needed: pd.DataFrame, catalog: pd.DataFrame, state: _Build
+def post_features(
+    paths: FeedPaths, needed: pd.DataFrame, catalog: pd.DataFrame, state: BuildState
 ) -> pd.DataFrame:
     """retrieval_post_v1 + the author's member_profile for each (post_id, as_of).
 
@@ -607,7 +607,7 @@ def _post_features(
     ]
     authors = historical_features(paths, author_entity, author_features, variant=state.cfg.feast_variant)
     authors["author_company"] = authors["member_profile__work_history"].apply(
-        lambda wh: current_company(_id_or_str_list(wh))
+        lambda wh: current_company(id_or_str_list(wh))
     )
     authors = authors.rename(
         columns={
@@ -636,12 +636,12 @@ def _write(out: Path, anchors: pd.DataFrame, posts: pd.DataFrame, catalog: pd.Da
     for split in SPLITS:
         part = anchors[anchors["split"] == split].sort_values(["anchor_time", "anchor_id"], kind="stable")
         (out / split).mkdir(parents=True, exist_ok=True)
-        pq.write_table(_to_arrow(part, ANCHOR_SCHEMA), out / split / "anchors.parquet")
-    pq.write_table(_to_arrow(posts, POST_SCHEMA), out / "posts.parquet")
-    pq.write_table(_to_arrow(catalog, CATALOG_SCHEMA), out / "post_catalog.parquet")
+        pq.write_table(to_arrow(part, ANCHOR_SCHEMA), out / split / "anchors.parquet")
+    pq.write_table(to_arrow(posts, POST_SCHEMA), out / "posts.parquet")
+    pq.write_table(to_arrow(catalog, CATALOG_SCHEMA), out / "post_catalog.parquet")
 
 
-def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     from pipelines.delta_io import conform
 
     table = pa.Table.from_pandas(frame[schema.names], preserve_index=False)
@@ -649,7 +649,7 @@ def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 
 
 def _write_report(
-    out: Path, anchors: pd.DataFrame, posts: pd.DataFrame, windows: SplitWindows, state: _Build
+    out: Path, anchors: pd.DataFrame, posts: pd.DataFrame, windows: SplitWindows, state: BuildState
 ) -> None:
     hard_counts = anchors["hard_negative_post_ids"].str.len()
     easy_counts = anchors["easy_negative_post_ids"].str.len()

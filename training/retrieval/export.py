@@ -238,18 +238,24 @@ def posts_as_of(
     training set's own lookup. Posts without content rows are left out, counted under ``skip_reason``."""
     import pandas as pd
 
-    from training.data.retrieval_set import POST_SCHEMA, RetrievalSetConfig, _Build, _post_features, _to_arrow
+    from training.data.retrieval_set import (
+        POST_SCHEMA,
+        BuildState,
+        RetrievalSetConfig,
+        post_features,
+        to_arrow,
+    )
     from training.prompts import PostFeatures
 
     ids = sorted(set(post_ids))
     if not ids:
         return {}
     needed = pd.DataFrame({"post_id": ids, "as_of": pd.Timestamp(at)})
-    state = _Build(RetrievalSetConfig(name="export", live_days=1, feast_variant=variant))
-    frame = _post_features(paths, needed, catalog, state)
+    state = BuildState(RetrievalSetConfig(name="export", live_days=1, feast_variant=variant))
+    frame = post_features(paths, needed, catalog, state)
     skipped[skip_reason] += state.skipped["post_without_content"]
     # Through Arrow with the set's schema: plain ints/None instead of pandas' float NaN and pd.NA.
-    rows = _to_arrow(frame, POST_SCHEMA).to_pylist()
+    rows = to_arrow(frame, POST_SCHEMA).to_pylist()
     return {int(row["post_id"]): PostFeatures.from_feast_row(row) for row in rows}
 
 
@@ -318,11 +324,11 @@ def member_prompts(
     the fly once a profile exists)."""
     from tqdm.auto import tqdm
 
-    from training.data.retrieval_set import _id_or_str_list
+    from training.data.retrieval_set import id_or_str_list
     from training.prompts import MemberFeatures, render_member
 
     rows = members_as_of(paths, at, cfg.feast_variant)
-    histories = [_id_or_str_list(ids) for ids in rows.pop("member_history__engaged_post_ids")]
+    histories = [id_or_str_list(ids) for ids in rows.pop("member_history__engaged_post_ids")]
     catalog = _post_catalog(paths)
     known = set(catalog.loc[catalog["created_at"] <= at, "post_id"].tolist())
     wanted = {p for ids in histories for p in ids}
@@ -379,7 +385,8 @@ def _export(kind: EmbedKind, paths: FeedPaths, cfg: ExportConfig) -> ExportResul
     seconds["features_and_prompts"] = time.perf_counter() - t0
     if not rows:
         raise ExportError(
-            f"no {kind} as of {at.isoformat()} could be embedded (skipped: {_nonzero(skipped)}); nothing written"
+            f"no {kind} as of {at.isoformat()} could be embedded "
+            f"(skipped: {_nonzero(skipped)}); nothing written"
         )
     # Longest prompts first: batches then pad to similar lengths (a padded token costs a full forward), and
     # the first batch shows the worst-case memory at once. Row order does not matter to the table.

@@ -1,8 +1,9 @@
 """Embedding export (`feed embed posts|members`): live posts / profiled members as of a time, embedded with a
 saved model version into the Delta embedding tables.
 
-The integration tests run on ``tiny`` (Spark features ≈ 60 s, then Feast apply) with an untrained 1-layer
-MiniLM saved as a model version and promoted: the vectors are meaningless, the rows and times are what count.
+The integration tests run on ``tiny`` (the shared ``tiny_feature_home``: Spark features, ≈ 60 s once per
+run) with an untrained 1-layer MiniLM saved as a model version and promoted: the vectors are meaningless, the
+rows and times are what count.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import typer
 from typer.testing import CliRunner
 
 from feed.commands.embed import members, posts
-from feed.config import FeedPaths, FeedSettings, SparkConfig
+from feed.config import FeedPaths, FeedSettings
 from training.retrieval.export import (
     ExportConfig,
     ExportError,
@@ -159,16 +160,15 @@ def test_cli_without_feature_tables_says_build_them(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def home(tiny_raw_lake: FeedPaths, tmp_path_factory: pytest.TempPathFactory) -> Home:
+def home(tiny_feature_home: FeedPaths, tmp_path_factory: pytest.TempPathFactory) -> Home:
+    """A writable copy of the shared tiny feature lake (the export writes embedding tables), Feast applied
+    for it, and an untrained model version promoted."""
     from pipelines import feature_store
-    from pipelines.features.build import build_features
     from training.retrieval.export import latest_snapshot
 
     paths = FeedPaths(home=tmp_path_factory.mktemp("export_home"))
-    shutil.copytree(tiny_raw_lake.lake, paths.lake)
-    report = build_features(paths, SparkConfig(master="local[2]"))
-    assert report.passed
-    feature_store.apply(paths)
+    shutil.copytree(tiny_feature_home.lake, paths.lake)
+    feature_store.apply(paths)  # the registry is per home: it names this home's tables
     _save_version(paths, VERSION, promote_it=True)
     return Home(paths, latest_snapshot(paths))
 
@@ -202,7 +202,7 @@ def test_posts_embeds_every_live_post_once_and_reruns_replace(home: Home) -> Non
     stamps = delta_io.read(paths.table("post_embeddings"), columns=["event_timestamp"]).column(0)
     assert set(stamps.to_pylist()) == {home.latest}
 
-    again = export_posts(paths, _quiet(batch_size=7))
+    again = export_posts(paths, _quiet(batch_size=256))
     assert again.delta_version > first.delta_version
     assert _table_rows(paths, "post_embeddings", VERSION) == first.rows  # replaced, not appended
     ids2, vecs2 = _vectors(paths, "post", VERSION)
@@ -259,13 +259,19 @@ def test_member_prompts_carry_history_known_at_the_time(home: Home) -> None:
     from collections import Counter
 
     from training.prompts import PromptConfig
-    from training.retrieval.export import member_prompts
+    from training.retrieval.export import member_prompts, members_as_of
     from training.retrieval.model import DualEncoder
 
     paths = home.paths
     tokenizer = DualEncoder.load(paths.artifacts / "retrieval" / VERSION).tokenizer
     cfg = PromptConfig(member_max_tokens=256, post_max_tokens=64)
     early = home.latest - dt.timedelta(days=10)
+    # The engaged history the prompts read (Feast PIT at `early`) holds only posts that existed by then.
+    catalog = _catalog(paths)
+    histories = members_as_of(paths, early, "local")["member_history__engaged_post_ids"]
+    history_ids = [int(p) for ids in histories if ids is not None for p in ids]
+    assert history_ids
+    assert all(catalog[p] < early for p in history_ids)
     skipped: Counter[str] = Counter()
     late = dict(member_prompts(paths, home.latest, tokenizer, cfg, _quiet(), skipped))
     before = dict(member_prompts(paths, early, tokenizer, cfg, _quiet(), Counter()))
