@@ -60,6 +60,7 @@ app.add_typer(embed_app, name="embed", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks; each writes reports/bench/<name>.json.")
 bench_app.command("features")(bench_cmds.features)
 bench_app.command("feast-online")(bench_cmds.feast_online)
+bench_app.command("retrieval-ablations")(bench_cmds.retrieval_ablations)
 app.add_typer(bench_app, name="bench", no_args_is_help=True)
 
 app.command("demo")(demo_cmds.demo)

@@ -31,3 +31,20 @@ def feast_online(ctx: typer.Context) -> None:
 
     out = run(ctx.obj)
     print(f"wrote {out}")
+
+
+def retrieval_ablations(
+    ctx: typer.Context,
+    profile: Annotated[str, typer.Option(help="cpu | gpu")] = "cpu",
+    seeds: Annotated[int, typer.Option(help="Seeds per arm (mean ± sd)", min=1)] = 3,
+    set_name: Annotated[
+        str, typer.Option("--set", help="Retrieval set to train and evaluate on")
+    ] = "default",
+    fresh: Annotated[bool, typer.Option(help="Retrain arms already cached")] = False,
+) -> None:
+    """The seed's claims side by side: raw counts vs percentile tokens, 0/1/2 hard negatives, engaged-only vs
+    all-impression histories → retrieval_ablations.{json,md,png}."""
+    from bench.retrieval_ablations import run
+
+    out = run(ctx.obj, profile=profile, seeds=seeds, set_name=set_name, reuse_runs=not fresh)
+    print(f"wrote {out}")
