@@ -297,12 +297,12 @@ def train_and_evaluate(
     train_anchors = _sample(rset.anchors("train"), cfg.max_train_anchors, cfg.seed)
     examples = build_examples(rset, train_anchors, tokenizer, plan.prompt, cfg.history, progress=cfg.progress)
     if train_only:
-        result = train(examples, plan.encoder, plan.train, out_dir)
+        result = train(examples, plan.encoder, plan.train, out_dir, progress=cfg.progress)
         return RunOutcome(out_dir.name, out_dir, result, {}, n_examples=len(examples))
     corpus = build_eval_corpus(
         rset, eval_anchors(rset, cfg), tokenizer, plan.prompt, cfg.history, progress=cfg.progress
     )
-    result = train(examples, plan.encoder, plan.train, out_dir)
+    result = train(examples, plan.encoder, plan.train, out_dir, progress=cfg.progress)
     models = {"fine_tuned": result.model}
     if evaluate_pretrained:
         models["pretrained"] = pretrained_encoder(plan, cfg.pretrained_baseline)

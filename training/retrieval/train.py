@@ -327,6 +327,7 @@ def train(
     resume: bool = False,
     eval_fn: Callable[[DualEncoder], dict[str, Any]] | None = None,
     stop_after: int | None = None,
+    progress: bool = True,
 ) -> TrainResult:
     """Fine-tune a :class:`DualEncoder` on ``examples``; write checkpoints and, when all ``train_cfg.steps``
     are done, the model version in ``out_dir``.
@@ -353,7 +354,8 @@ def train(
     trained = 0
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=train_cfg.steps, initial=state.step, desc="train retrieval", disable=not ctx.is_main)
+    show = ctx.is_main and progress
+    bar = tqdm(total=train_cfg.steps, initial=state.step, desc="train retrieval", disable=not show)
     while state.step < last:
         loss = _optimizer_step(model, params, opt, sched, data, order, state.step, train_cfg, ctx)
         state.step += 1
