@@ -17,6 +17,8 @@ from feed.commands import demo as demo_cmds
 from feed.commands import embed as embed_cmds
 from feed.commands import feast as feast_cmds
 from feed.commands import features as features_cmds
+from feed.commands import index as index_cmds
+from feed.commands import nearline as nearline_cmds
 from feed.commands import quality as quality_cmds
 from feed.commands import retrieval_set as retrieval_set_cmds
 from feed.commands import retrieval_train as retrieval_train_cmds
@@ -57,10 +59,31 @@ embed_app.command("posts")(embed_cmds.posts)
 embed_app.command("members")(embed_cmds.members)
 app.add_typer(embed_app, name="embed", no_args_is_help=True)
 
+nearline_app = typer.Typer(
+    help="Nearline pipelines: events → prompts → embeddings → Milvus + Feast, each its own process."
+)
+nearline_app.command("prompts")(nearline_cmds.prompts)
+nearline_app.command("embed")(nearline_cmds.embed)
+nearline_app.command("index")(nearline_cmds.index)
+nearline_app.command("run-all")(nearline_cmds.run_all)
+nearline_app.command("status")(nearline_cmds.status)
+nearline_app.command("publish")(nearline_cmds.publish)
+app.add_typer(nearline_app, name="nearline", no_args_is_help=True)
+
+index_app = typer.Typer(help="The Milvus post index: backfill, alias, search, the local Milvus Lite server.")
+index_app.command("backfill")(index_cmds.backfill)
+index_app.command("search")(index_cmds.search)
+index_app.command("status")(index_cmds.status)
+index_app.command("use")(index_cmds.use)
+index_app.add_typer(index_cmds.server_app, name="server")
+app.add_typer(index_app, name="index", no_args_is_help=True)
+
 bench_app = typer.Typer(help="Benchmarks; each writes reports/bench/<name>.json.")
 bench_app.command("features")(bench_cmds.features)
 bench_app.command("feast-online")(bench_cmds.feast_online)
 bench_app.command("retrieval-ablations")(bench_cmds.retrieval_ablations)
+bench_app.command("freshness")(bench_cmds.freshness)
+bench_app.command("index")(bench_cmds.index)
 app.add_typer(bench_app, name="bench", no_args_is_help=True)
 
 app.command("demo")(demo_cmds.demo)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -47,4 +48,78 @@ def retrieval_ablations(
     from bench.retrieval_ablations import run
 
     out = run(ctx.obj, profile=profile, seeds=seeds, set_name=set_name, reuse_runs=not fresh)
+    print(f"wrote {out}")
+
+
+def index(
+    ctx: typer.Context,
+    sizes: Annotated[
+        str, typer.Option(help="Synthetic sizes, comma-separated (each × 384 clustered unit vectors)")
+    ] = "100000,1000000",
+    quick: Annotated[
+        bool, typer.Option(help="Smoke run: 20k vectors, few queries → <home>/artifacts/reports/bench/")
+    ] = False,
+    backends: Annotated[
+        str | None, typer.Option(help="Comma-separated subset of backends [default: all]")
+    ] = None,
+    gpu_json: Annotated[
+        Path | None, typer.Option(help="bench/gpu_knn.py's JSON from a GPU host, merged as `gpu_knn`")
+    ] = None,
+    real: Annotated[bool, typer.Option(help="Also the home's post_embeddings, when present")] = True,
+    hnsw_ef: Annotated[
+        int | None, typer.Option(help="HNSW efSearch for every HNSW backend [default: the replica's]")
+    ] = None,
+) -> None:
+    """Milvus Lite (FLAT/HNSW/IVF) vs FAISS (exact/HNSW), the HNSW replica and exact torch search at 100k and
+    1M × 384: build time, p50/p99, batch-32 QPS, recall@100, ± filter → index.{json,png}."""
+    from dataclasses import replace
+
+    from bench.index import ALL_BACKENDS, IndexBenchConfig, quick_config, run
+
+    cfg = quick_config() if quick else IndexBenchConfig()
+    changes: dict = {"real": real, "backends": tuple(backends.split(",")) if backends else ALL_BACKENDS}
+    if hnsw_ef is not None:
+        changes["hnsw_ef_search"] = hnsw_ef
+    if not quick or sizes != "100000,1000000":
+        changes["sizes"] = tuple(int(s.replace("_", "")) for s in sizes.split(",") if s.strip())
+    try:
+        cfg = replace(cfg, **changes)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    kw = {"reports_dir": ctx.obj.paths().artifacts / "reports"} if quick else {}  # quick: not in the repo
+    out = run(ctx.obj, cfg, quick=quick, gpu_json=gpu_json, **kw)
+    print(f"wrote {out}")
+
+
+def freshness(
+    ctx: typer.Context,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="30 posts (a smoke run) → <home>/artifacts/reports/bench/, not the repo"
+        ),
+    ] = False,
+    posts: Annotated[
+        int | None, typer.Option(help="New posts to time [default: 200; --quick: 30]", min=1)
+    ] = None,
+    rate: Annotated[float | None, typer.Option(help="New posts per second [default: 2]", min=0.01)] = None,
+) -> None:
+    """New post appended → retrievable (serving replica and Milvus) with `feed nearline run-all` running;
+    p50/p95 over ≥ 200 posts → freshness.json + .png."""
+    from dataclasses import replace
+
+    from bench.freshness import FreshnessBenchError, FreshnessConfig, run
+
+    cfg = FreshnessConfig.quick() if quick else FreshnessConfig()
+    if posts is not None:
+        cfg = replace(cfg, posts=posts)
+    if rate is not None:
+        cfg = replace(cfg, rate_per_s=rate)
+    try:
+        paths = ctx.obj.paths()
+        kw = {"reports_dir": paths.artifacts / "reports"} if quick else {}  # quick: not in the repo
+        out = run(paths, cfg, quick=quick, **kw)
+    except FreshnessBenchError as exc:
+        print(f"error: {exc}")
+        raise typer.Exit(code=2) from exc
     print(f"wrote {out}")
