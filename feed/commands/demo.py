@@ -1,7 +1,8 @@
 """``feed demo``: the main job end to end on embedded defaults, with a progress line per stage.
 
 synth → ingest (validated) → Spark features → GX gate → Delta → Feast apply + materialize → one member's
-online features and a point-in-time training frame.
+online features and a point-in-time training frame → retrieval set → dual encoder → Recall@10 → quality gate →
+post/member embeddings → Milvus collection + alias → one member's top-10 retrieved posts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from feed.commands.pipeline import ensure_raw_data
+
+DEMO_VERSION = "demo"  # artifacts/retrieval/demo, Milvus collection posts_demo
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -58,26 +61,91 @@ def _training_entities(paths: FeedPaths, member_id: int, n: int = 8) -> pd.DataF
     return frame[["member_id", "post_id", "author_id", "event_timestamp", *LABELS]].reset_index(drop=True)
 
 
-def _retrieval(paths: FeedPaths, *, steps: int, seed: int) -> None:
+def _retrieval(paths: FeedPaths, *, steps: int, seed: int) -> bool:
     """Build the retrieval set, fine-tune the CPU-profile dual encoder briefly, and compare its Recall@10 with
-    the untrained encoder and the popularity / TF-IDF / BM25 baselines on the test days."""
+    the untrained encoder and the popularity / TF-IDF / BM25 baselines on the test days. Quality gate: the
+    fine-tuned encoder is promoted (``artifacts/retrieval/CURRENT``) only when it beats the untrained one on
+    the test anchors; returns whether it was."""
     from training.data.retrieval_set import RetrievalSet, RetrievalSetConfig, build_retrieval_set
     from training.retrieval.pipeline import RetrievalRunConfig, train_and_evaluate
+    from training.retrieval.train import promote
 
     rset = RetrievalSet.load(build_retrieval_set(paths, RetrievalSetConfig(name="demo", seed=seed)))
     sizes = {split: len(rset.anchors(split)) for split in ("train", "validation", "test")}
     typer.echo(f"      anchors: {sizes}")
     cfg = RetrievalRunConfig(profile="cpu", steps=steps, seed=seed, max_eval_anchors=500, progress=False)
-    out = train_and_evaluate(rset, cfg, paths.artifacts / "retrieval" / "demo")
+    out = train_and_evaluate(rset, cfg, paths.artifacts / "retrieval" / DEMO_VERSION)
     typer.echo(
         f"      fine-tuned {out.train.step} steps in {out.train.seconds:.0f}s: "
-        f"loss {out.train.first_loss:.3f} → {out.train.final_loss:.3f}; model in {out.out_dir} (not promoted)"
+        f"loss {out.train.first_loss:.3f} → {out.train.final_loss:.3f}; model in {out.out_dir}"
     )
     n = out.results["fine_tuned"]["n_evaluated"]
     typer.echo(f"      Recall@10 on {n} test anchors (exact search over the posts live that day):")
     for name, metrics in sorted(out.results.items(), key=lambda kv: -(kv[1].get("recall_at_10") or 0)):
         value = metrics.get("recall_at_10")
         typer.echo(f"        {name:<12} {'–' if value is None else f'{value:.3f}'}")
+    tuned = out.results["fine_tuned"].get("recall_at_10") or 0.0
+    untrained = out.results.get("pretrained", {}).get("recall_at_10") or 0.0
+    passed = tuned > untrained
+    if passed:
+        promote(paths.artifacts / "retrieval", DEMO_VERSION)
+        typer.echo(f"      gate passed ({tuned:.3f} > untrained {untrained:.3f}): promoted {DEMO_VERSION}")
+    else:
+        typer.echo(f"      gate FAILED ({tuned:.3f} ≤ untrained {untrained:.3f}): {DEMO_VERSION} unpromoted")
+    return passed
+
+
+def _index(paths: FeedPaths, *, promoted: bool) -> None:
+    """Embed the live posts and the members with the demo encoder, build ``posts_<version>`` in a local Milvus
+    Lite server behind the alias ``posts``, and print the top-10 posts retrieved for the demo member."""
+    from feed.commands.index import member_top_posts
+    from serving.index import lite
+    from serving.index.backfill import backfill
+    from serving.index.milvus import IndexConfig, MilvusPostIndex
+    from training.retrieval.export import ExportConfig, export_members, export_posts
+
+    export = ExportConfig(version=DEMO_VERSION, progress=False)
+    for result in (export_posts(paths, export), export_members(paths, export)):
+        skipped = f", skipped {result.skipped}" if result.skipped else ""
+        typer.echo(
+            f"      {result.kind} embeddings: {result.rows:,} × {result.dim} "
+            f"({result.rows_per_second:.0f}/s{skipped}) → {result.table.name} v{result.delta_version}"
+        )
+    started = lite.running_server(paths) is None
+    config = IndexConfig()
+    try:
+        # a gate failure still shows retrieval, from the unpromoted version, and says so
+        built = backfill(paths, config, model_version=DEMO_VERSION, allow_non_current=not promoted)
+        server = lite.running_server(paths)
+        typer.echo(
+            f"      Milvus Lite at {server.uri if server else '?'}: {built.collection} "
+            f"({built.rows:,} posts, {built.index_type}, {built.seconds.get('total', 0):.1f}s) "
+            f"← alias {built.alias}"
+        )
+        index = MilvusPostIndex.open(config, paths, expect_model_version=DEMO_VERSION)
+        member_id = _demo_member(paths)
+        result, ranked = member_top_posts(paths, index, member_id, 10)
+        typer.secho(
+            f"\n  top-10 retrieved for member_id={member_id} (own and already-seen posts excluded)", bold=True
+        )
+        for rank, row in enumerate(ranked.itertuples(index=False), start=1):
+            text = " ".join(str(row.text or row.article_title or "").split())
+            created = _day(row.created_at)
+            typer.echo(
+                f"    {rank:>2}. post {row.post_id:<6} {row.format:<8} {created}  "
+                f"cos {row.score:.3f}  {text[:60]}"
+            )
+    finally:
+        if started:
+            lite.stop_server(paths)
+
+
+def _day(value: object) -> str:
+    """A post's created_at (epoch seconds or a timestamp) as ``YYYY-MM-DD``."""
+    import pandas as pd
+
+    ts = pd.Timestamp(value, unit="s") if isinstance(value, int | float) else pd.Timestamp(value)
+    return f"{ts:%Y-%m-%d}"
 
 
 # What the printed training frame shows: labels, then one or two features of each view.
@@ -125,7 +193,7 @@ def demo(
 
     settings = ctx.obj
     paths = settings.paths()
-    total = 6 if retrieval else 5
+    total = 7 if retrieval else 5
     t_start = time.perf_counter()
     with _stage(1, total, f"synthetic data ({scale}, seed {seed}) → validated raw Delta tables"):
         ensure_raw_data(settings, scale=scale, seed=seed)
@@ -168,5 +236,7 @@ def demo(
         typer.echo(f"      ({len(frame.columns)} columns in all; lists shown by length, a selection printed)")
     if retrieval:
         with _stage(6, total, f"retrieval set → dual encoder ({retrieval_steps} steps) → Recall@10"):
-            _retrieval(paths, steps=retrieval_steps, seed=seed)
+            promoted = _retrieval(paths, steps=retrieval_steps, seed=seed)
+        with _stage(7, total, "embeddings → Milvus (posts_<version>, alias posts) → a member's top-10"):
+            _index(paths, promoted=promoted)
     typer.secho(f"\ndemo finished in {time.perf_counter() - t_start:.0f}s", fg=typer.colors.GREEN, bold=True)

@@ -226,16 +226,17 @@ def search(
 
 
 def _posts(paths: FeedPaths) -> Any:
+    """raw_posts with ``created_at`` as epoch seconds (sub-second parts truncated, as in the index)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     from pipelines import delta_io
+    from serving.index.replica import epoch_seconds
 
     raw = delta_io.read(
         paths.table("raw_posts"),
         columns=["post_id", "author_id", "format", "text", "article_title", "created_at"],
     )
-    secs = pc.cast(raw["created_at"].cast(pa.timestamp("s", tz="UTC")), pa.int64())
+    secs = pa.array(epoch_seconds(raw["created_at"]), type=pa.int64())
     return raw.set_column(raw.schema.get_field_index("created_at"), "created_at", secs).to_pandas()
 
 

@@ -638,7 +638,7 @@ class HnswReplica:
         if table.num_rows:
             meta = PostMeta.of(
                 table["author_id"].to_numpy(),
-                _epoch_seconds(table["created_at"]),
+                epoch_seconds(table["created_at"]),
                 table["format"].to_numpy(zero_copy_only=False),
             )
             n += self.upsert(
@@ -718,7 +718,7 @@ def _log_path(paths: FeedPaths | Path) -> Path:
     return Path(paths) if isinstance(paths, (str, Path)) else paths.table(NEARLINE_EMBEDDINGS_TABLE)
 
 
-def _epoch_seconds(col: Any) -> np.ndarray:
+def epoch_seconds(col: Any) -> np.ndarray:
     """int64 epoch seconds from a timestamp (any unit/tz) or integer column."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -812,7 +812,7 @@ def load_post_snapshot(
     ids = joined["post_id"].to_numpy().astype(np.int64)
     meta = PostMeta.of(
         joined["author_id"].to_numpy(),
-        _epoch_seconds(joined["created_at"]),
+        epoch_seconds(joined["created_at"]),
         joined["format"].to_numpy(zero_copy_only=False),
     )
     return ids, vecs, meta, {k: v for k, v in skipped.items() if v}

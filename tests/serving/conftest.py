@@ -106,7 +106,11 @@ def write_post_tables(
     from pipelines.schemas import EMBEDDING_POST, RAW_POSTS
 
     n = len(posts.post_ids)
-    created = [dt.datetime.fromtimestamp(int(t), tz=dt.UTC) for t in posts.meta.created_at]
+    # real posts carry microseconds; the index keeps whole epoch seconds (truncated)
+    created = [
+        dt.datetime.fromtimestamp(int(t), tz=dt.UTC) + dt.timedelta(microseconds=(i * 7919) % 1_000_000)
+        for i, t in enumerate(posts.meta.created_at)
+    ]
     keep = slice(drop_from_raw, n)
     raw = pa.table(
         {
