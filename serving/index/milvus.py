@@ -277,6 +277,27 @@ def collection_for(client: MilvusClient, model_version: str, alias: str = ALIAS)
     return max(names, key=lambda c: int(c.rsplit("_r", 1)[1]) if c != base else 1)
 
 
+def _create_index_once(client: MilvusClient, name: str, params: Any, config: IndexConfig) -> None:
+    """``create_index``, tolerant of its own retry: a long build (minutes at 1M rows) can outlive the gRPC
+    connection (Milvus Lite answers pymilvus' keep-alive pings with GOAWAY too_many_pings), pymilvus then
+    re-sends the call, and the server — already building the first request — answers "index already exists".
+    That index is ours when it has the requested type; any other existing index is an error."""
+    from pymilvus import MilvusException
+
+    try:
+        _call("create_index", client.create_index, name, params)
+    except MilvusException as exc:
+        if "already exists" not in str(exc).lower():
+            raise
+        info = _call("describe_index", client.describe_index, name, VECTOR_FIELD)
+        if str(info.get("index_type", "")).upper() != config.index_type.upper():
+            raise IndexBuildError(
+                f"{name} already has a {info.get('index_type')} index on {VECTOR_FIELD}; drop it before "
+                f"building {config.index_type}"
+            ) from exc
+        log.warning("create_index on %s was re-sent after the server took it; waiting for that build", name)
+
+
 def create_vector_index(client: MilvusClient, name: str, config: IndexConfig) -> None:
     """Build the configured vector index on ``name`` and wait until the server reports it built."""
     check_index_type(client, config.index_type)
@@ -284,7 +305,7 @@ def create_vector_index(client: MilvusClient, name: str, config: IndexConfig) ->
     params.add_index(
         VECTOR_FIELD, index_type=config.index_type, metric_type=config.metric, params=config.build_params
     )
-    _call("create_index", client.create_index, name, params)
+    _create_index_once(client, name, params, config)
     deadline = time.monotonic() + config.build_timeout_s
     while True:
         info = _call("describe_index", client.describe_index, name, VECTOR_FIELD)
