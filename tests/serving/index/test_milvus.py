@@ -156,6 +156,22 @@ def test_bad_input_rejected(flat_index: MilvusPostIndex, post_set: SimpleNamespa
     assert len(flat_index) == n
 
 
+def test_create_index_resent_after_the_server_took_it(milvus_client, serving_data) -> None:
+    """pymilvus re-sends a create_index whose connection dropped during a long build; the server then says
+    "index already exists". Our own index type is accepted (and awaited); another type is a clear error."""
+    from serving.index.milvus import IndexBuildError
+
+    posts = serving_data.make_posts(200, 8, seed=3)
+    version = serving_data.unique_name("resent")
+    index = _build(milvus_client, posts, version, "HNSW", M=8, efConstruction=32)
+    name = collection_name(version)
+    create_vector_index(milvus_client, name, index.config)  # the re-sent call: no error, index still there
+    (hit,) = index.search(posts.vectors[:1], 1)
+    assert hit.post_ids.tolist() == [posts.post_ids[0]]
+    with pytest.raises(IndexBuildError, match="already has a HNSW index"):
+        create_vector_index(milvus_client, name, IndexConfig(uri="unused", index_type="IVF_FLAT"))
+
+
 def test_gpu_cagra_rejected_on_lite_before_anything_is_created(milvus_client, serving_data) -> None:
     version = serving_data.unique_name("cagra")
     cfg = IndexConfig(uri="unused", index_type="GPU_CAGRA")
