@@ -439,24 +439,22 @@ class MilvusPostIndex:
 
     def upsert(self, post_ids: np.ndarray, vectors: np.ndarray, meta: PostMeta) -> int:
         """Insert or replace by primary key (idempotent: replaying a batch changes nothing)."""
-        ids, vecs = validate_vectors(post_ids, vectors, self.dim)
-        meta = meta.validate(len(ids), ids)
-        self._check_formats(ids, meta)
-        n = 0
-        for rows in self._rows(ids, vecs, meta):
-            res = _call("upsert", self.client.upsert, self.name, rows, timeout=self.config.timeout_s)
-            n += int(res.get("upsert_count", len(rows)))
-        return n
+        return self._write("upsert", post_ids, vectors, meta)
 
     def insert(self, post_ids: np.ndarray, vectors: np.ndarray, meta: PostMeta) -> int:
         """Plain insert for a fresh collection (backfill): no primary-key lookup per row."""
+        return self._write("insert", post_ids, vectors, meta)
+
+    def _write(self, op: str, post_ids: np.ndarray, vectors: np.ndarray, meta: PostMeta) -> int:
+        """Validate, then send the rows in batches through ``client.<op>``; returns the rows written."""
         ids, vecs = validate_vectors(post_ids, vectors, self.dim)
         meta = meta.validate(len(ids), ids)
         self._check_formats(ids, meta)
+        send = getattr(self.client, op)
         n = 0
         for rows in self._rows(ids, vecs, meta):
-            res = _call("insert", self.client.insert, self.name, rows, timeout=self.config.timeout_s)
-            n += int(res.get("insert_count", len(rows)))
+            res = _call(op, send, self.name, rows, timeout=self.config.timeout_s)
+            n += int(res.get(f"{op}_count", len(rows)))
         return n
 
     def flush(self) -> None:
