@@ -1,1 +1,8 @@
-"""kernels package."""
+"""Attention and metric ops: a PyTorch reference and a Triton kernel per op behind one public function.
+Imports torch (and triton, inside the Triton path) only."""
+
+from kernels.common import Kernel
+from kernels.jagged_attention import jagged_attention
+from kernels.multilabel_auc import multilabel_auc
+
+__all__ = ["Kernel", "jagged_attention", "multilabel_auc"]

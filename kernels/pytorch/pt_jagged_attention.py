@@ -19,16 +19,18 @@ import torch.nn.functional as F
 
 
 def multi_item_mask(lengths: torch.Tensor, num_candidates: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(B, L, L) bool, True where query i may attend key j in its sequence (padding rows/cols False)."""
+    """(B, L, L) bool, True where query i may attend key j: ``j == i`` or (``j ≤ i`` and j is history).
+
+    For a history query (i < n_hist) that is the causal rule j ≤ i; for a candidate query it is "every
+    history key and itself". Padded queries (i ≥ len) see only themselves, so no row is fully masked (SDPA
+    would return NaN-free zeros anyway, but the gradient stays clean); no valid query ever sees a pad key.
+    Built from one broadcast AND and one OR — the mask is the reference's main CPU cost at L ≈ 1,000.
+    """
     device = lengths.device
     idx = torch.arange(max_len, device=device)
-    i = idx.view(1, -1, 1)  # query position
-    j = idx.view(1, 1, -1)  # key position
-    n_hist = (lengths - num_candidates).view(-1, 1, 1)
-    valid = (i < lengths.view(-1, 1, 1)) & (j < lengths.view(-1, 1, 1))
-    history_query = (i < n_hist) & (j <= i)  # causal inside the history
-    candidate_query = (i >= n_hist) & ((j < n_hist) | (j == i))  # whole history + itself
-    return valid & (history_query | candidate_query)
+    causal = idx.view(-1, 1) >= idx.view(1, -1)  # (L, L): j ≤ i
+    is_history_key = idx.view(1, 1, -1) < (lengths - num_candidates).view(-1, 1, 1)  # (B, 1, L)
+    return (causal & is_history_key) | torch.eye(max_len, dtype=torch.bool, device=device)
 
 
 def pad_index(seq_offsets: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,6 +42,30 @@ def pad_index(seq_offsets: torch.Tensor, max_len: int) -> tuple[torch.Tensor, to
     return batch, position
 
 
+def _padded_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    seq_offsets: torch.Tensor,
+    num_candidates: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Pad the sequences of one group to its longest, one SDPA call with the multi-item mask."""
+    _, H, D = q.shape
+    n_seq = seq_offsets.numel() - 1
+    lengths = seq_offsets[1:] - seq_offsets[:-1]
+    max_len = int(lengths.max())
+    batch, position = pad_index(seq_offsets, max_len)
+    dense = []
+    for x in (q, k, v):
+        d = x.new_zeros((n_seq, max_len, H, D), dtype=torch.float32)
+        d[batch, position] = x.float()
+        dense.append(d.transpose(1, 2))  # (B, H, L, D)
+    mask = multi_item_mask(lengths, num_candidates, max_len).unsqueeze(1)  # (B, 1, L, L)
+    out = F.scaled_dot_product_attention(dense[0], dense[1], dense[2], attn_mask=mask, scale=scale)
+    return out.transpose(1, 2)[batch, position]  # (T, H, D) fp32
+
+
 def pt_jagged_attention(
     q: torch.Tensor,  # (T, H, D)
     k: torch.Tensor,  # (T, H, D)
@@ -47,22 +73,31 @@ def pt_jagged_attention(
     seq_offsets: torch.Tensor,  # (B + 1,) int64, seq_offsets[0] == 0, seq_offsets[-1] == T
     num_candidates: torch.Tensor,  # (B,) int64
     scale: float | None = None,
+    group_size: int = 8,
 ) -> torch.Tensor:
-    """Softmax attention of every token over the keys its mask allows → (T, H, D) in q's dtype."""
+    """Softmax attention of every token over the keys its mask allows → (T, H, D) in q's dtype.
+
+    Sequences are sorted by length and padded ``group_size`` at a time, so a packed batch of mixed lengths
+    does not pay B × L_max² (with heavy-tailed histories that halves the work at B ≈ 32)."""
     T, H, D = q.shape
-    B = seq_offsets.numel() - 1
-    if T == 0 or B == 0:
+    n_seq = seq_offsets.numel() - 1
+    if T == 0 or n_seq == 0:
         return q.new_zeros(q.shape)
+    scale = scale if scale is not None else 1 / math.sqrt(D)
+    if n_seq <= group_size:
+        return _padded_attention(q, k, v, seq_offsets, num_candidates, scale).to(q.dtype)
     lengths = seq_offsets[1:] - seq_offsets[:-1]
-    max_len = int(lengths.max())
-    batch, position = pad_index(seq_offsets, max_len)
-    dense = []
-    for x in (q, k, v):
-        d = x.new_zeros((B, max_len, H, D), dtype=torch.float32)
-        d[batch, position] = x.float()
-        dense.append(d.transpose(1, 2))  # (B, H, L, D)
-    mask = multi_item_mask(lengths, num_candidates, max_len).unsqueeze(1)  # (B, 1, L, L)
-    out = F.scaled_dot_product_attention(
-        dense[0], dense[1], dense[2], attn_mask=mask, scale=scale if scale is not None else 1 / math.sqrt(D)
-    )  # (B, H, L, D); padded query rows see nothing and come back 0
-    return out.transpose(1, 2)[batch, position].to(q.dtype)
+    order = torch.argsort(lengths, stable=True)
+    out = q.new_empty((T, H, D), dtype=torch.float32)
+    for group in order.split(group_size):
+        glen = lengths[group]
+        rows = torch.repeat_interleave(seq_offsets[:-1][group] - _exclusive_cumsum(glen), glen)
+        rows = rows + torch.arange(rows.numel(), device=rows.device)  # the group's token rows, in order
+        offsets = torch.cat([glen.new_zeros(1), torch.cumsum(glen, 0)])
+        if rows.numel():
+            out[rows] = _padded_attention(q[rows], k[rows], v[rows], offsets, num_candidates[group], scale)
+    return out.to(q.dtype)
+
+
+def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
+    return torch.cumsum(x, 0) - x
