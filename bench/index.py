@@ -205,7 +205,7 @@ def real_version(paths: FeedPaths) -> str | None:
     """The promoted model version when post_embeddings has it, else the newest there; None = no table."""
     from training.retrieval.embed import model_versions
     from training.retrieval.export import RETRIEVAL_DIR
-    from training.retrieval.train import CURRENT_FILE
+    from training.versions import CURRENT_FILE
 
     versions = model_versions(paths, "post")
     if not versions:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from training.retrieval.embed import EmbedKind, EmbedResult, check_model_version, embed_members, embed_posts
 from training.retrieval.model import CONFIG_FILE, EncoderConfig
-from training.retrieval.train import CURRENT_FILE
+from training.versions import CURRENT_FILE
 
 if TYPE_CHECKING:
     import pandas as pd

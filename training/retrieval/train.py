@@ -33,13 +33,12 @@ from torch import nn
 
 from training.retrieval.loss import info_nce
 from training.retrieval.model import BACKBONE_DIR, CONFIG_FILE, DualEncoder, EncoderConfig
+from training.versions import write_current
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.json"
-CURRENT_FILE = "CURRENT"
-PREVIOUS_FILE = "PREVIOUS"
 
 
 @dataclass(frozen=True)
@@ -555,12 +554,4 @@ def promote(retrieval_dir: Path, version: str) -> Path:
             raise FileNotFoundError(f"cannot promote {version!r}: {version_dir / needed} is missing")
     if not json.loads((version_dir / METRICS_FILE).read_text()).get("completed"):
         raise ValueError(f"cannot promote {version!r}: its training run did not complete")
-    current = retrieval_dir / CURRENT_FILE
-    if current.is_file():
-        previous = current.read_text().strip()
-        if previous and previous != version:
-            (retrieval_dir / PREVIOUS_FILE).write_text(previous + "\n")
-    tmp = current.with_suffix(".tmp")
-    tmp.write_text(version + "\n")
-    tmp.replace(current)
-    return current
+    return write_current(retrieval_dir, version)
