@@ -682,4 +682,5 @@ def random_arrays(
         ex_member_emb=rng.standard_normal((x, member_emb_dim), dtype=np.float32),
         ex_member_emb_present=rng.random(x) < 0.7,
         post_table=np.zeros((n_posts + 1, 0), dtype=np.float32),
+        post_author=np.concatenate([[0], rng.integers(1, max(2, n_posts // 4), n_posts)]).astype(np.int64),
     )

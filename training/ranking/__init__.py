@@ -1,0 +1,1 @@
+"""The generative recommender (GR) ranker: features, model, metrics and training."""
