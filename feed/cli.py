@@ -20,6 +20,10 @@ from feed.commands import features as features_cmds
 from feed.commands import index as index_cmds
 from feed.commands import nearline as nearline_cmds
 from feed.commands import quality as quality_cmds
+from feed.commands import ranking as ranking_cmds
+from feed.commands import ranking_bench as ranking_bench_cmds
+from feed.commands import ranking_eval as ranking_eval_cmds
+from feed.commands import ranking_set as ranking_set_cmds
 from feed.commands import retrieval_set as retrieval_set_cmds
 from feed.commands import retrieval_train as retrieval_train_cmds
 from feed.config import FeedSettings
@@ -50,8 +54,12 @@ app.add_typer(features_app, name="features", no_args_is_help=True)
 
 train_app = typer.Typer(help="Training sets, model training and evaluation.")
 train_app.command("build-retrieval-set")(retrieval_set_cmds.build_retrieval_set)
+train_app.command("build-ranking-set")(ranking_set_cmds.build_ranking_set)
 train_app.command("retrieval")(retrieval_train_cmds.train_retrieval)
 train_app.command("eval-retrieval")(retrieval_train_cmds.eval_retrieval)
+train_app.command("ranking")(ranking_cmds.train_ranking)
+train_app.command("eval-ranking")(ranking_cmds.eval_ranking)
+train_app.command("eval-movielens")(ranking_eval_cmds.eval_movielens)
 app.add_typer(train_app, name="train", no_args_is_help=True)
 
 embed_app = typer.Typer(help="Embed posts / members with a trained retrieval model into Delta tables.")
@@ -84,6 +92,9 @@ bench_app.command("feast-online")(bench_cmds.feast_online)
 bench_app.command("retrieval-ablations")(bench_cmds.retrieval_ablations)
 bench_app.command("freshness")(bench_cmds.freshness)
 bench_app.command("index")(bench_cmds.index)
+bench_app.command("checkpoint")(ranking_bench_cmds.checkpoint)
+bench_app.command("loader")(ranking_bench_cmds.loader)
+bench_app.command("scoring")(bench_cmds.scoring)
 app.add_typer(bench_app, name="bench", no_args_is_help=True)
 
 app.command("demo")(demo_cmds.demo)

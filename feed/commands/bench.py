@@ -123,3 +123,26 @@ def freshness(
         print(f"error: {exc}")
         raise typer.Exit(code=2) from exc
     print(f"wrote {out}")
+
+
+def scoring(
+    ctx: typer.Context,
+    history: Annotated[int, typer.Option(help="Interactions in the member's history", min=0)] = 1000,
+    candidates: Annotated[int, typer.Option(help="Candidates scored per request", min=1)] = 500,
+    reps: Annotated[int, typer.Option(help="Timed shared-context passes", min=1)] = 30,
+    per_candidate_reps: Annotated[int, typer.Option(help="Timed per-candidate sweeps", min=1)] = 2,
+    chunk: Annotated[int, typer.Option(help="Per-candidate sequences per batch", min=1)] = 50,
+) -> None:
+    """One shared-context pass (history once + all candidates) vs one pass per candidate, on the served GR
+    (or the default config untrained) → scoring.json (speedup, shared p50/p99)."""
+    from bench.scoring import run
+
+    out = run(
+        ctx.obj,
+        history=history,
+        candidates=candidates,
+        reps=reps,
+        per_candidate_reps=per_candidate_reps,
+        chunk=chunk,
+    )
+    print(f"wrote {out}")

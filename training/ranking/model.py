@@ -51,6 +51,7 @@ class GRConfig:
     max_history: int = 1024  # newest interactions kept per member; older ones are dropped
     item_emb_dim: int = 384  # width of the post embeddings fed in (0: ids only, e.g. MovieLens)
     hash_buckets: int = 1 << 18  # hashed post-id table; collisions are shared, unknown ids still get a row
+    author_buckets: int = 1 << 16  # hashed author-id table (row 0: author unknown)
     action_encoding: Literal["sum", "interleave"] = "sum"
     fusion: Literal["late", "early", "none"] = "late"
     head: Literal["mmoe", "shared"] = "mmoe"
@@ -97,11 +98,13 @@ class RankerInputs:
 
     hist_item: torch.Tensor  # (H, E) float post embeddings (E may be 0)
     hist_post_id: torch.Tensor  # (H,) int64
+    hist_author_id: torch.Tensor  # (H,) int64, 0 = unknown
     hist_action: torch.Tensor  # (H,) int64 action code 0..63
     hist_age_s: torch.Tensor  # (H,) float seconds between the interaction and the request (≥ 0)
     hist_offsets: torch.Tensor  # (B+1,) int64
     cand_item: torch.Tensor  # (N, E)
     cand_post_id: torch.Tensor  # (N,) int64
+    cand_author_id: torch.Tensor  # (N,) int64, 0 = unknown
     cand_device: torch.Tensor  # (N,) int64
     cand_context: torch.Tensor  # (N, C) float32, NaN = missing
     cand_offsets: torch.Tensor  # (B+1,) int64
@@ -136,25 +139,29 @@ class RankerInputs:
             self,
             hist_item=self.hist_item[keep],
             hist_post_id=self.hist_post_id[keep],
+            hist_author_id=self.hist_author_id[keep],
             hist_action=self.hist_action[keep],
             hist_age_s=self.hist_age_s[keep],
             hist_offsets=offsets,
         )
 
     @classmethod
-    def from_batch(cls, batch: Any, post_table: torch.Tensor) -> RankerInputs:
-        """From a ``training.data.packing.PackedBatch`` (row indices) and the post table (P+1, E): gather the
-        post vectors and turn timestamps into ages relative to each member's request."""
+    def from_batch(cls, batch: Any, post_table: torch.Tensor, post_author: torch.Tensor) -> RankerInputs:
+        """From a ``training.data.packing.PackedBatch`` (row indices), the post table (P+1, E) and the posts'
+        authors (P+1,): gather the post vectors and authors, turn timestamps into ages relative to each
+        member's request."""
         hist_lengths = batch.hist_offsets[1:] - batch.hist_offsets[:-1]
         request = torch.repeat_interleave(batch.request_ts, hist_lengths)
         return cls(
             hist_item=post_table[batch.hist_post_idx],
             hist_post_id=batch.hist_post_id,
+            hist_author_id=post_author[batch.hist_post_idx],
             hist_action=batch.hist_action.long(),
             hist_age_s=(request - batch.hist_ts).clamp(min=0).float(),
             hist_offsets=batch.hist_offsets,
             cand_item=post_table[batch.cand_post_idx],
             cand_post_id=batch.cand_post_id,
+            cand_author_id=post_author[batch.cand_post_idx],
             cand_device=batch.cand_device.long(),
             cand_context=batch.cand_context,
             cand_offsets=batch.cand_offsets,
@@ -254,17 +261,27 @@ class GRBackbone(nn.Module):
 
 
 class ItemEncoder(nn.Module):
-    """Item → vector: projected post embedding (when E > 0) + hashed post-id embedding."""
+    """Item → vector: projected post embedding (when E > 0) + hashed post-id embedding + hashed author-id
+    embedding (the author is what lets attention relate a candidate to the member's past reactions to the
+    same author's other posts)."""
 
     def __init__(self, config: GRConfig) -> None:
         super().__init__()
         self.buckets = config.hash_buckets
+        self.author_buckets = config.author_buckets
         self.id_emb = nn.Embedding(config.hash_buckets, config.d_model)
+        self.author_emb = nn.Embedding(config.author_buckets, config.d_model, padding_idx=0)
         nn.init.normal_(self.id_emb.weight, std=0.02)
+        nn.init.normal_(self.author_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.author_emb.weight[0].zero_()
         self.proj = nn.Linear(config.item_emb_dim, config.d_model) if config.item_emb_dim > 0 else None
 
-    def forward(self, post_id: torch.Tensor, vectors: torch.Tensor | None) -> torch.Tensor:
-        x = self.id_emb(hash_ids(post_id, self.buckets))
+    def forward(
+        self, post_id: torch.Tensor, vectors: torch.Tensor | None, author_id: torch.Tensor
+    ) -> torch.Tensor:
+        author = torch.where(author_id > 0, hash_ids(author_id, self.author_buckets), 0)
+        x = self.id_emb(hash_ids(post_id, self.buckets)) + self.author_emb(author)
         if self.proj is not None and vectors is not None:
             x = x + self.proj(vectors)
         return x
@@ -363,7 +380,7 @@ class GenerativeRanker(nn.Module):
         hist_member = torch.repeat_interleave(torch.arange(h.numel(), device=h.device), h)
         rank = (h[hist_member] - 1 - hist_local).clamp(max=cfg.max_history - 1)  # 0 = newest
         position = self.rank_emb(rank) + self.age_emb(age_bucket(inputs.hist_age_s))  # (H, d)
-        item = self.items(inputs.hist_post_id, inputs.hist_item) + position
+        item = self.items(inputs.hist_post_id, inputs.hist_item, inputs.hist_author_id) + position
         action = self.action_emb(inputs.hist_action)
         tokens = item.new_zeros((int(seq_offsets[-1]), cfg.d_model))
         if per_item == 1:
@@ -371,7 +388,7 @@ class GenerativeRanker(nn.Module):
         else:
             tokens[hist_row] = item + self.type_emb.weight[TOKEN_HISTORY_ITEM]
             tokens[hist_row + 1] = action + position + self.type_emb.weight[TOKEN_HISTORY_ACTION]
-        cand = self.items(inputs.cand_post_id, inputs.cand_item)
+        cand = self.items(inputs.cand_post_id, inputs.cand_item, inputs.cand_author_id)
         cand = cand + self.type_emb.weight[TOKEN_CANDIDATE] + self.rank_emb.weight[cfg.max_history]
         cand_member = torch.repeat_interleave(torch.arange(n.numel(), device=n.device), n)
         context = self.context(inputs, cand_member) if self.context is not None else None
@@ -391,14 +408,18 @@ class GenerativeRanker(nn.Module):
         return self.head(x)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weighted mean of the per-task binary cross-entropies → (total, per-task (6,))."""
-        per_task = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none").mean(
-            0
-        )
-        return (per_task * self.task_weights).sum() / self.task_weights.sum(), per_task.detach()
+        return ranking_loss(logits, labels, self.task_weights)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def ranking_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted mean of the per-task binary cross-entropies → (total, per-task (6,) detached)."""
+    per_task = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none").mean(0)
+    return (per_task * weights).sum() / weights.sum(), per_task.detach()
 
 
 def per_candidate_inputs(inputs: RankerInputs) -> RankerInputs:
@@ -417,11 +438,13 @@ def per_candidate_inputs(inputs: RankerInputs) -> RankerInputs:
     return RankerInputs(
         hist_item=inputs.hist_item[rows],
         hist_post_id=inputs.hist_post_id[rows],
+        hist_author_id=inputs.hist_author_id[rows],
         hist_action=inputs.hist_action[rows],
         hist_age_s=inputs.hist_age_s[rows],
         hist_offsets=hist_offsets,
         cand_item=inputs.cand_item,
         cand_post_id=inputs.cand_post_id,
+        cand_author_id=inputs.cand_author_id,
         cand_device=inputs.cand_device,
         cand_context=inputs.cand_context,
         cand_offsets=torch.arange(cand_member.numel() + 1, device=h.device),
