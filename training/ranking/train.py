@@ -310,8 +310,9 @@ def predict(
     device: str | torch.device = "cpu",
     precision: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Logits (N, 6), labels (N, 6) and session ids (N,) for every target of ``arrays`` in target order."""
-    device = torch.device(device)
+    """Logits (N, 6), labels (N, 6) and session ids (N,) for every target of ``arrays`` in target order.
+    ``device`` may be "auto" (CUDA when present)."""
+    device = DistContext().device(device) if isinstance(device, str) else device
     model = model.to(device).eval()
     posts = PostTables.of(arrays, device)
     loader = make_loader(arrays, model_cfg, token_budget, shuffle=False, seed=0)

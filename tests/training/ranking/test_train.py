@@ -48,7 +48,7 @@ def trained(ranking_set: BuiltRankingSet, tmp_path_factory: pytest.TempPathFacto
     for name, cls in (("gr", GenerativeRanker), ("baseline", AggregatedHistoryRanker)):
         torch.manual_seed(0)
         result = train_ranker(cls(model_cfg), train, cfg, out / name, model_cfg=model_cfg, progress=False)
-        logits, labels, sessions = predict(result.model, test, model_cfg, token_budget=BUDGET)
+        logits, labels, sessions = predict(result.model, test, model_cfg, token_budget=BUDGET, device="auto")
         results[name] = summarize(logits, labels, sessions)
         if name == "gr":
             losses = result.loss_history
