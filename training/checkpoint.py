@@ -97,9 +97,11 @@ def write_checkpoint(directory: Path, step: int, state: Any, keep: int, *, fsync
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    size = final.stat().st_size
     for _, old in list_checkpoints(directory)[:-keep]:
-        old.unlink(missing_ok=True)
-    return final.stat().st_size
+        if old != final:  # a directory with newer steps from an earlier run must not prune this one
+            old.unlink(missing_ok=True)
+    return size
 
 
 @dataclass

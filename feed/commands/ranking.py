@@ -88,11 +88,14 @@ def train_ranking(
     `feed train eval-ranking` gates against the baseline and promotes."""
     import logging
 
+    import torch
+
     from training.data.ranking_data import load_ranking_arrays
     from training.ranking.evaluate import fit_to_data
     from training.ranking.metrics import summarize
     from training.ranking.model import GenerativeRanker
     from training.ranking.train import METRICS_FILE, predict, train_ranker
+    from training.retrieval.train import DistContext
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     path = _set_path(ctx, set_name)
@@ -101,7 +104,10 @@ def train_ranking(
     model_cfg = fit_to_data(_model_config(d_model, n_layers, n_heads, max_history, action_encoding), train)
     name = version or dt.datetime.now(dt.UTC).strftime("v%Y%m%d-%H%M%S")
     out_dir = ctx.obj.paths().artifacts / "ranking" / name
+    torch.manual_seed(seed)  # the initial weights (every rank the same; DDP also broadcasts rank 0's)
     result = train_ranker(GenerativeRanker(model_cfg), train, train_cfg, out_dir, model_cfg=model_cfg)
+    if not DistContext.start().is_main:
+        return  # under torchrun only rank 0 evaluates and writes
     validation = load_ranking_arrays(path, "validation")
     logits, labels, sessions = predict(result.model, validation, model_cfg, device=train_cfg.device)
     metrics = summarize(logits, labels, sessions)
@@ -143,6 +149,9 @@ def eval_ranking(
     ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of every arm")] = 0,
+    reports_dir: Annotated[
+        Path | None, typer.Option(help="Write ranking_eval.{json,md} here instead of the repo's reports/")
+    ] = None,
 ) -> None:
     """GR vs the non-sequential baseline and its ablations on the ranking set (per-task AUC, NE, NDCG@10),
     plus MovieLens under the HSTU protocol (GR backbone vs SASRec) → reports/ranking_eval.{json,md}. The
@@ -182,7 +191,7 @@ def eval_ranking(
             torch.set_num_threads(ml_threads)
         ml = run_movielens(data_dir, SequentialConfig(epochs=ml_epochs, device=device, seed=seed))
         print_movielens(ml)
-    json_path, md_path = write_ranking_report(synthetic, ml, cfg)
+    json_path, md_path = write_ranking_report(synthetic, ml, cfg, reports_dir=reports_dir)
     print(f"wrote {json_path} and {md_path}")
     print(why)
     if promote and passed and synthetic["gr_arm"]:

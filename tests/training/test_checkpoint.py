@@ -18,6 +18,7 @@ from training.checkpoint import (
     latest,
     list_checkpoints,
     load,
+    write_checkpoint,
 )
 
 Factory = Callable[[Path], SyncCheckpointer | AsyncCheckpointer]
@@ -180,3 +181,12 @@ def test_cuda_snapshot_is_taken_before_the_next_kernels(tmp_path: Path, mode: st
         ckpt.save(1, {"w": w})
         w.mul_(2)  # queued after the non-blocking copy on the same stream
     torch.testing.assert_close(load(checkpoint_path(tmp_path, 1))["w"], expected, rtol=0, atol=0)
+
+
+def test_pruning_never_removes_the_checkpoint_just_written(tmp_path: Path) -> None:
+    """A directory still holding newer steps of an earlier run: writing step 1 keeps step 1."""
+    for step in (4, 5):
+        write_checkpoint(tmp_path, step, {"step": step}, keep=2)
+    size = write_checkpoint(tmp_path, 1, {"step": 1}, keep=2)
+    assert size > 0
+    assert (tmp_path / "step_0000001.pt").is_file()

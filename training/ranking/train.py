@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -132,9 +133,13 @@ def _batches(loader: PackedLoader, ctx: DistContext) -> Iterator[PackedBatch]:
         epoch += 1
 
 
-def _checkpointer(kind: str, directory: Path, keep: int) -> Any:
+def _checkpointer(kind: str, directory: Path, keep: int, ctx: DistContext) -> Any:
+    """Rank 0's checkpointer (None elsewhere or with ``"none"``); a fresh run first clears older steps."""
     from training.checkpoint import AsyncCheckpointer, SyncCheckpointer
 
+    if not ctx.is_main or kind == "none":
+        return None
+    shutil.rmtree(directory, ignore_errors=True)
     if kind == "async":
         return AsyncCheckpointer(directory, keep=keep)
     if kind == "sync":
@@ -172,9 +177,7 @@ def train_ranker(
         fused=device.type == "cuda",
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))  # type: ignore[arg-type]
-    checkpointer = (
-        _checkpointer(cfg.checkpoint, out_dir / CHECKPOINT_DIR, cfg.keep_checkpoints) if ctx.is_main else None
-    )
+    checkpointer = _checkpointer(cfg.checkpoint, out_dir / CHECKPOINT_DIR, cfg.keep_checkpoints, ctx)
     result = RankingTrainResult(model=model, out_dir=out_dir, steps=cfg.steps)
     bar = _progress(cfg.steps, progress and ctx.is_main)
     stream = _batches(loader, ctx)
@@ -319,7 +322,7 @@ def predict(
     n = len(arrays.tgt_action)
     logits = np.full((n, len(TASKS)), np.nan, dtype=np.float32)
     labels = np.zeros((n, len(TASKS)), dtype=np.float32)
-    sessions = np.asarray(arrays.tgt_session, dtype=np.int64)
+    sessions = np.array(arrays.tgt_session, dtype=np.int64)  # a writable copy: torch warns on read-only
     for batch in loader:
         with autocast(device, precision):
             out = model(inputs_of(batch, posts, device))
