@@ -56,22 +56,10 @@ def chunks(inputs: RankerInputs, size: int) -> list[RankerInputs]:
         hi = min(n, lo + size)
         h0, h1 = int(single.hist_offsets[lo]), int(single.hist_offsets[hi])
         out.append(
-            RankerInputs(
-                hist_item=single.hist_item[h0:h1],
-                hist_post_id=single.hist_post_id[h0:h1],
-                hist_author_id=single.hist_author_id[h0:h1],
-                hist_action=single.hist_action[h0:h1],
-                hist_age_s=single.hist_age_s[h0:h1],
-                hist_offsets=single.hist_offsets[lo : hi + 1] - h0,
-                cand_item=single.cand_item[lo:hi],
-                cand_post_id=single.cand_post_id[lo:hi],
-                cand_author_id=single.cand_author_id[lo:hi],
-                cand_device=single.cand_device[lo:hi],
-                cand_context=single.cand_context[lo:hi],
-                cand_offsets=single.cand_offsets[lo : hi + 1] - lo,
-                profile=single.profile[lo:hi],
-                member_emb=single.member_emb[lo:hi],
-                member_emb_present=single.member_emb_present[lo:hi],
+            single.select(
+                hist=(slice(h0, h1), single.hist_offsets[lo : hi + 1] - h0),
+                cand=(slice(lo, hi), single.cand_offsets[lo : hi + 1] - lo),
+                members=slice(lo, hi),
             )
         )
     return out

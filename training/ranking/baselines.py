@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from training.ranking.features import ENGAGED_MASK, TASKS
-from training.ranking.model import ContextEncoder, GRConfig, ItemEncoder, RankerInputs, ranking_loss
+from training.ranking.model import ContextEncoder, GRConfig, ItemEncoder, RankerInputs, ranking_loss, segments
 
 
 def segment_mean(values: torch.Tensor, segment: torch.Tensor, n: int) -> torch.Tensor:
@@ -46,10 +46,9 @@ class AggregatedHistoryRanker(nn.Module):
     def forward(self, inputs: RankerInputs) -> torch.Tensor:
         inputs = inputs.truncated(self.config.max_history)
         h = inputs.hist_offsets[1:] - inputs.hist_offsets[:-1]
-        n = inputs.cand_offsets[1:] - inputs.cand_offsets[:-1]
         b = h.numel()
-        hist_member = torch.repeat_interleave(torch.arange(b, device=h.device), h)
-        cand_member = torch.repeat_interleave(torch.arange(b, device=h.device), n)
+        hist_member, _ = segments(inputs.hist_offsets)
+        cand_member, _ = segments(inputs.cand_offsets)
         hist = self.items(inputs.hist_post_id, inputs.hist_item, inputs.hist_author_id)  # (H, d)
         engaged = (inputs.hist_action & ENGAGED_MASK) != 0
         mean_all = segment_mean(hist, hist_member, b)  # (B, d)

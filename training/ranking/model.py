@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import Kernel, jagged_attention
+from kernels import Kernel, check_layout, jagged_attention
 from training.ranking.features import CONTEXT_FEATURES, DEVICES, N_ACTIONS, TASKS
 
 TOKEN_HISTORY_ITEM, TOKEN_HISTORY_ACTION, TOKEN_CANDIDATE = 0, 1, 2
@@ -112,10 +112,6 @@ class RankerInputs:
     member_emb: torch.Tensor  # (B, Em) float
     member_emb_present: torch.Tensor  # (B,) bool
 
-    @property
-    def n_members(self) -> int:
-        return self.hist_offsets.numel() - 1
-
     def to(self, device: torch.device | str, non_blocking: bool = False) -> RankerInputs:
         moved = {
             f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
@@ -124,26 +120,34 @@ class RankerInputs:
         }
         return replace(self, **moved)
 
+    def select(
+        self,
+        *,
+        hist: tuple[torch.Tensor | slice, torch.Tensor] | None = None,
+        cand: tuple[torch.Tensor | slice, torch.Tensor] | None = None,
+        members: torch.Tensor | slice | None = None,
+    ) -> RankerInputs:
+        """A new batch from (rows, offsets) of the history and/or candidate fields and an index of the
+        per-member fields; whatever is not given is kept as it is."""
+        out: dict[str, torch.Tensor] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.startswith("hist_") and hist is not None:
+                out[f.name] = hist[1] if f.name == "hist_offsets" else value[hist[0]]
+            elif f.name.startswith("cand_") and cand is not None:
+                out[f.name] = cand[1] if f.name == "cand_offsets" else value[cand[0]]
+            elif not f.name.startswith(("hist_", "cand_")) and members is not None:
+                out[f.name] = value[members]
+        return replace(self, **out)
+
     def truncated(self, max_history: int) -> RankerInputs:
         """Keep the newest ``max_history`` interactions of every member (rows are oldest → newest)."""
         lengths = self.hist_offsets[1:] - self.hist_offsets[:-1]
         if lengths.numel() == 0 or int(lengths.max()) <= max_history:
             return self
-        member = torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
-        local = torch.arange(member.numel(), device=lengths.device) - self.hist_offsets[:-1][member]
+        member, local = segments(self.hist_offsets)
         keep = local >= (lengths[member] - max_history)
-        kept = torch.minimum(lengths, torch.full_like(lengths, max_history))
-        offsets = torch.zeros_like(self.hist_offsets)
-        offsets[1:] = torch.cumsum(kept, 0)
-        return replace(
-            self,
-            hist_item=self.hist_item[keep],
-            hist_post_id=self.hist_post_id[keep],
-            hist_author_id=self.hist_author_id[keep],
-            hist_action=self.hist_action[keep],
-            hist_age_s=self.hist_age_s[keep],
-            hist_offsets=offsets,
-        )
+        return self.select(hist=(keep, offsets_of(lengths.clamp(max=max_history))))
 
     @classmethod
     def from_batch(cls, batch: Any, post_table: torch.Tensor, post_author: torch.Tensor) -> RankerInputs:
@@ -171,6 +175,21 @@ class RankerInputs:
         )
 
 
+def offsets_of(lengths: torch.Tensor) -> torch.Tensor:
+    """(B,) lengths → (B+1,) offsets starting at 0."""
+    offsets = lengths.new_zeros(lengths.numel() + 1)
+    offsets[1:] = torch.cumsum(lengths, 0)
+    return offsets
+
+
+def segments(offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every row of a jagged batch: (its sequence b, its index inside that sequence)."""
+    lengths = offsets[1:] - offsets[:-1]
+    segment = torch.repeat_interleave(torch.arange(lengths.numel(), device=offsets.device), lengths)
+    local = torch.arange(segment.numel(), device=offsets.device) - offsets[:-1][segment]
+    return segment, local
+
+
 def hash_ids(ids: torch.Tensor, buckets: int) -> torch.Tensor:
     """A fixed multiplicative hash of int64 ids into [1, buckets) (row 0 stays free for padding). int64
     multiplication wraps, which is deterministic on every device."""
@@ -185,24 +204,28 @@ def age_bucket(age_s: torch.Tensor) -> torch.Tensor:
     return torch.floor(torch.log2(1.0 + minutes)).long().clamp(0, N_AGE_BUCKETS - 1)
 
 
-def jagged_layout(
-    hist_offsets: torch.Tensor, cand_offsets: torch.Tensor, per_item: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where history rows and candidates go in the combined sequence: (seq_offsets (B+1,), history item row
-    index (H,), candidate row index (N,), local index of each history row). ``per_item`` is 1 (sum) or 2
-    (interleaved action tokens, which sit right after their item)."""
+class Layout(NamedTuple):
+    """Where history rows and candidates go in the combined sequence of each member."""
+
+    seq_offsets: torch.Tensor  # (B+1,) of the combined history + candidate sequences
+    hist_row: torch.Tensor  # (H,) row of each history item token
+    cand_row: torch.Tensor  # (N,) row of each candidate token
+    hist_member: torch.Tensor  # (H,) member b of each history row
+    hist_local: torch.Tensor  # (H,) index of the row inside its member's history (0 = oldest)
+    cand_member: torch.Tensor  # (N,) member b of each candidate
+    num_candidates: torch.Tensor  # (B,)
+
+
+def jagged_layout(hist_offsets: torch.Tensor, cand_offsets: torch.Tensor, per_item: int) -> Layout:
+    """``per_item`` is 1 (sum) or 2 (interleaved action tokens, which sit right after their item)."""
     h = hist_offsets[1:] - hist_offsets[:-1]
     n = cand_offsets[1:] - cand_offsets[:-1]
-    seq_offsets = torch.zeros_like(hist_offsets)
-    seq_offsets[1:] = torch.cumsum(h * per_item + n, 0)
-    b = torch.arange(h.numel(), device=h.device)
-    hist_member = torch.repeat_interleave(b, h)
-    hist_local = torch.arange(int(hist_offsets[-1]), device=h.device) - hist_offsets[:-1][hist_member]
+    seq_offsets = offsets_of(h * per_item + n)
+    hist_member, hist_local = segments(hist_offsets)
+    cand_member, cand_local = segments(cand_offsets)
     hist_row = seq_offsets[:-1][hist_member] + hist_local * per_item
-    cand_member = torch.repeat_interleave(b, n)
-    cand_local = torch.arange(int(cand_offsets[-1]), device=h.device) - cand_offsets[:-1][cand_member]
     cand_row = seq_offsets[:-1][cand_member] + h[cand_member] * per_item + cand_local
-    return seq_offsets, hist_row, cand_row, hist_local
+    return Layout(seq_offsets, hist_row, cand_row, hist_member, hist_local, cand_member, n)
 
 
 class Encoded(NamedTuple):
@@ -236,7 +259,9 @@ class Block(nn.Module):
     ) -> torch.Tensor:
         T, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(T, 3, self.n_heads, d // self.n_heads).unbind(1)  # (T, nh, hs)
-        att = jagged_attention(q, k, v, seq_offsets, num_candidates, kernel=self.kernel)  # (T, nh, hs)
+        att = jagged_attention(  # (T, nh, hs); the backbone checked the layout once for all blocks
+            q, k, v, seq_offsets, num_candidates, kernel=self.kernel, validate_layout=False
+        )
         x = x + self.drop(self.proj(att.reshape(T, d)))
         return x + self.drop(self.ffn(self.ln2(x)))
 
@@ -254,6 +279,7 @@ class GRBackbone(nn.Module):
         self, tokens: torch.Tensor, seq_offsets: torch.Tensor, num_candidates: torch.Tensor
     ) -> torch.Tensor:
         assert tokens.dim() == 2, "tokens must be (T, d_model)"
+        check_layout(seq_offsets, num_candidates, tokens.shape[0])
         x = tokens
         for block in self.blocks:
             x = block(x, seq_offsets, num_candidates)
@@ -372,31 +398,26 @@ class GenerativeRanker(nn.Module):
         cfg = self.config
         inputs = inputs.truncated(cfg.max_history)
         per_item = 2 if cfg.action_encoding == "interleave" else 1
-        seq_offsets, hist_row, cand_row, hist_local = jagged_layout(
-            inputs.hist_offsets, inputs.cand_offsets, per_item
-        )
+        lay = jagged_layout(inputs.hist_offsets, inputs.cand_offsets, per_item)
         h = inputs.hist_offsets[1:] - inputs.hist_offsets[:-1]
-        n = inputs.cand_offsets[1:] - inputs.cand_offsets[:-1]
-        hist_member = torch.repeat_interleave(torch.arange(h.numel(), device=h.device), h)
-        rank = (h[hist_member] - 1 - hist_local).clamp(max=cfg.max_history - 1)  # 0 = newest
+        rank = (h[lay.hist_member] - 1 - lay.hist_local).clamp(max=cfg.max_history - 1)  # 0 = newest
         position = self.rank_emb(rank) + self.age_emb(age_bucket(inputs.hist_age_s))  # (H, d)
         item = self.items(inputs.hist_post_id, inputs.hist_item, inputs.hist_author_id) + position
         action = self.action_emb(inputs.hist_action)
-        tokens = item.new_zeros((int(seq_offsets[-1]), cfg.d_model))
+        tokens = item.new_zeros((int(lay.seq_offsets[-1]), cfg.d_model))
         if per_item == 1:
-            tokens[hist_row] = item + action + self.type_emb.weight[TOKEN_HISTORY_ITEM]
+            tokens[lay.hist_row] = item + action + self.type_emb.weight[TOKEN_HISTORY_ITEM]
         else:
-            tokens[hist_row] = item + self.type_emb.weight[TOKEN_HISTORY_ITEM]
-            tokens[hist_row + 1] = action + position + self.type_emb.weight[TOKEN_HISTORY_ACTION]
+            tokens[lay.hist_row] = item + self.type_emb.weight[TOKEN_HISTORY_ITEM]
+            tokens[lay.hist_row + 1] = action + position + self.type_emb.weight[TOKEN_HISTORY_ACTION]
         cand = self.items(inputs.cand_post_id, inputs.cand_item, inputs.cand_author_id)
         cand = cand + self.type_emb.weight[TOKEN_CANDIDATE] + self.rank_emb.weight[cfg.max_history]
-        cand_member = torch.repeat_interleave(torch.arange(n.numel(), device=n.device), n)
-        context = self.context(inputs, cand_member) if self.context is not None else None
+        context = self.context(inputs, lay.cand_member) if self.context is not None else None
         if self.early is not None and context is not None:
             cand = cand + self.early(context)
-        tokens[cand_row] = cand
-        out = self.backbone(tokens, seq_offsets, n)
-        return Encoded(out, seq_offsets, hist_row, cand_row, context)
+        tokens[lay.cand_row] = cand
+        out = self.backbone(tokens, lay.seq_offsets, lay.num_candidates)
+        return Encoded(out, lay.seq_offsets, lay.hist_row, lay.cand_row, context)
 
     def forward(self, inputs: RankerInputs) -> torch.Tensor:
         """Six logits per candidate (N, 6) in TASKS order."""
@@ -426,29 +447,16 @@ def per_candidate_inputs(inputs: RankerInputs) -> RankerInputs:
     """The same requests with every candidate in its own sequence (history repeated): the slow path the
     shared-context pass replaces, used by tests and ``feed bench scoring``."""
     h = inputs.hist_offsets[1:] - inputs.hist_offsets[:-1]
-    n = inputs.cand_offsets[1:] - inputs.cand_offsets[:-1]
-    cand_member = torch.repeat_interleave(torch.arange(n.numel(), device=n.device), n)  # (N,)
-    h_each = h[cand_member]
-    hist_offsets = torch.zeros(cand_member.numel() + 1, dtype=torch.long, device=h.device)
-    hist_offsets[1:] = torch.cumsum(h_each, 0)
-    starts = inputs.hist_offsets[:-1][cand_member]
-    rows = torch.repeat_interleave(starts - hist_offsets[:-1], h_each) + torch.arange(
-        int(hist_offsets[-1]), device=h.device
+    cand_member, _ = segments(inputs.cand_offsets)  # (N,)
+    return inputs.select(
+        hist=jagged_rows(inputs.hist_offsets[:-1][cand_member], h[cand_member]),
+        cand=(slice(None), torch.arange(cand_member.numel() + 1, device=h.device)),
+        members=cand_member,
     )
-    return RankerInputs(
-        hist_item=inputs.hist_item[rows],
-        hist_post_id=inputs.hist_post_id[rows],
-        hist_author_id=inputs.hist_author_id[rows],
-        hist_action=inputs.hist_action[rows],
-        hist_age_s=inputs.hist_age_s[rows],
-        hist_offsets=hist_offsets,
-        cand_item=inputs.cand_item,
-        cand_post_id=inputs.cand_post_id,
-        cand_author_id=inputs.cand_author_id,
-        cand_device=inputs.cand_device,
-        cand_context=inputs.cand_context,
-        cand_offsets=torch.arange(cand_member.numel() + 1, device=h.device),
-        profile=inputs.profile[cand_member],
-        member_emb=inputs.member_emb[cand_member],
-        member_emb_present=inputs.member_emb_present[cand_member],
-    )
+
+
+def jagged_rows(starts: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``starts[i] : starts[i] + lengths[i]`` back to back, and their offsets."""
+    offsets = offsets_of(lengths)
+    rows = torch.repeat_interleave(starts - offsets[:-1], lengths)
+    return rows + torch.arange(rows.numel(), device=rows.device), offsets

@@ -160,3 +160,15 @@ def test_config_validation() -> None:
         GRConfig(task_weights=(1.0,))
     with pytest.raises(ValueError, match="unknown GRConfig"):
         GRConfig.from_dict({"d_modle": 3})
+
+
+def test_backbone_checks_the_jagged_layout_once_for_all_blocks() -> None:
+    from training.ranking.model import GRBackbone
+
+    backbone = GRBackbone(GRConfig(d_model=8, n_heads=2, n_layers=2))
+    tokens = torch.randn(5, 8)
+    assert backbone(tokens, torch.tensor([0, 3, 5]), torch.tensor([1, 0])).shape == (5, 8)
+    with pytest.raises(ValueError, match="seq_offsets must run from 0"):
+        backbone(tokens, torch.tensor([0, 3, 4]), torch.tensor([0, 0]))
+    with pytest.raises(ValueError, match="num_candidates"):
+        backbone(tokens, torch.tensor([0, 3, 5]), torch.tensor([4, 0]))
