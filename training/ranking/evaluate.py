@@ -148,14 +148,9 @@ def evaluate_synthetic(
     splits = {s: load_ranking_arrays(set_path, s) for s in ("train", "validation", "test")}
     base = fit_to_data(cfg.model, splits["train"])
     results: dict[str, Any] = {}
-    order = [a for a in ("gr_sum", "gr_interleave") if a in cfg.arms] + [
-        a for a in cfg.arms if a not in ("gr_sum", "gr_interleave")
-    ]
-    chosen = "sum"
-    for arm in order:
-        if arm not in ("gr_sum", "gr_interleave") and chosen == "sum" and "gr_interleave" in results:
-            chosen = choose_encoding(results)
-        kind, model_cfg = arm_config(arm, base, chosen)
+    encodings = ("gr_sum", "gr_interleave")  # run first: the ablations use the encoding they choose
+    for arm in [a for a in encodings if a in cfg.arms] + [a for a in cfg.arms if a not in encodings]:
+        kind, model_cfg = arm_config(arm, base, choose_encoding(results))
         log.info("arm %s (%s)", arm, kind)
         results[arm] = run_arm(arm, model_cfg, kind, splits, cfg, runs_dir / arm, progress=progress)
     chosen = choose_encoding(results)
