@@ -40,6 +40,7 @@ import queue
 import re
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,30 +344,24 @@ class _BufferRef:
     index: int
 
 
-def _replace_buffers(obj: Any, ids: dict[int, int]) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return _BufferRef(ids[id(obj)])
+def _map_leaves(obj: Any, fn: Callable[[Any], Any]) -> Any:
+    """``obj`` with ``fn`` applied to every leaf of its dict / list / tuple tree (dict types kept)."""
     if isinstance(obj, dict):
         out = copy.copy(obj)
         for k, v in obj.items():
-            out[k] = _replace_buffers(v, ids)
+            out[k] = _map_leaves(v, fn)
         return out
     if type(obj) in (list, tuple):
-        return type(obj)(_replace_buffers(v, ids) for v in obj)
-    return obj
+        return type(obj)(_map_leaves(v, fn) for v in obj)
+    return fn(obj)
+
+
+def _replace_buffers(obj: Any, ids: dict[int, int]) -> Any:
+    return _map_leaves(obj, lambda x: _BufferRef(ids[id(x)]) if isinstance(x, torch.Tensor) else x)
 
 
 def _resolve_buffers(obj: Any, buffers: dict[int, torch.Tensor]) -> Any:
-    if isinstance(obj, _BufferRef):
-        return buffers[obj.index]
-    if isinstance(obj, dict):
-        out = copy.copy(obj)
-        for k, v in obj.items():
-            out[k] = _resolve_buffers(v, buffers)
-        return out
-    if type(obj) in (list, tuple):
-        return type(obj)(_resolve_buffers(v, buffers) for v in obj)
-    return obj
+    return _map_leaves(obj, lambda x: buffers[x.index] if isinstance(x, _BufferRef) else x)
 
 
 def _process_main(requests: Any, replies: Any) -> None:

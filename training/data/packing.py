@@ -41,19 +41,18 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from training.ranking.features import TASKS  # bit i of the action code = task i
+from training.ranking.features import TASKS, decode_actions  # bit i of the action code = task i
 
 if TYPE_CHECKING:
     from training.data.ranking_data import RankingArrays
 
 Strategy = Literal["sorted_window", "next_fit"]
 STRATEGIES: tuple[str, ...] = ("sorted_window", "next_fit")
-_BITS = np.arange(len(TASKS), dtype=np.uint8)
 
 
 def action_labels(action: np.ndarray) -> np.ndarray:
     """Action codes (n,) uint8 → labels (n, 6) float32 in :data:`TASKS` order (bit i = task i)."""
-    return ((action.astype(np.uint8)[:, None] >> _BITS) & 1).astype(np.float32)
+    return decode_actions(action).astype(np.float32)
 
 
 # --- pure helpers ------------------------------------------------------------------------------------------
