@@ -387,8 +387,7 @@ def data_windows(imp: DataFrame, cfg: RankingSetConfig) -> SplitWindows:
     row = imp.agg(F.min("ts").alias("lo"), F.max("ts").alias("hi")).collect()[0]
     first = dt.datetime.fromtimestamp(int(row["lo"]), dt.UTC)
     last = dt.datetime.fromtimestamp(int(row["hi"]), dt.UTC)
-    # split_windows reads only test_days/validation_days: the retrieval rule, shared on purpose.
-    return split_windows(first, last, cfg)  # type: ignore[arg-type]
+    return split_windows(first, last, cfg)  # the retrieval set's rule, shared on purpose
 
 
 def write_sequences(imp: DataFrame, out: Path, cfg: RankingSetConfig) -> np.ndarray:

@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -204,7 +204,14 @@ def set_dir(paths: FeedPaths, name: str) -> Path:
     return paths.data / "training" / "retrieval" / name
 
 
-def split_windows(first: dt.datetime, last: dt.datetime, cfg: RetrievalSetConfig) -> SplitWindows:
+class SplitDays(Protocol):
+    """What the split rule reads from a set's config (the retrieval and the ranking sets share the rule)."""
+
+    test_days: int
+    validation_days: int
+
+
+def split_windows(first: dt.datetime, last: dt.datetime, cfg: SplitDays) -> SplitWindows:
     """Windows from the data's first and last impression: the test window is fixed per data set."""
     end = _midnight(last) + DAY
     test_start = end - cfg.test_days * DAY
