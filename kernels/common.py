@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+import os
+
+import torch
 
 
 class Kernel(enum.StrEnum):
@@ -11,3 +14,33 @@ class Kernel(enum.StrEnum):
 
     PYTORCH = "pytorch"
     TRITON = "triton"
+
+
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def triton_interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``, set before import)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def check_triton_inputs(data: tuple[torch.Tensor, ...], index: tuple[torch.Tensor, ...] = ()) -> None:
+    """The Triton path's device and dtype checks (the dispatcher's, once per call): every tensor on one
+    device, that device CUDA unless the interpreter runs; data in fp32/fp16/bf16 of one dtype; index
+    tensors integer. Raises instead of falling back to the reference."""
+    device = data[0].device
+    if any(t.device != device for t in (*data, *index)):
+        raise ValueError(
+            f"Kernel.TRITON needs every input on one device, got {[str(t.device) for t in (*data, *index)]}"
+        )
+    if device.type != "cuda" and not triton_interpreting():
+        raise RuntimeError(
+            f"Kernel.TRITON runs on CUDA tensors (got {device.type}); on CPU set TRITON_INTERPRET=1 before "
+            "importing triton (tests), or use Kernel.PYTORCH"
+        )
+    if data[0].dtype not in TRITON_DTYPES or any(t.dtype != data[0].dtype for t in data):
+        raise TypeError(
+            f"Kernel.TRITON takes fp32, fp16 or bf16 inputs of one dtype, got {[t.dtype for t in data]}"
+        )
+    if any(t.is_floating_point() for t in index):
+        raise TypeError("offsets and counts must be integer tensors")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.common import Kernel
-from kernels.pytorch.pt_jagged_attention import pt_jagged_attention
+from kernels.common import Kernel, check_triton_inputs
+from kernels.pytorch.pt_jagged_attention import pt_cached_candidate_attention, pt_jagged_attention
 
 
 def check_layout(seq_offsets: torch.Tensor, num_candidates: torch.Tensor, total: int) -> None:
@@ -33,6 +33,7 @@ def jagged_attention(
     scale: float | None = None,
     kernel: Kernel = Kernel.PYTORCH,
     validate_layout: bool = True,
+    max_seq_len: int | None = None,
 ) -> torch.Tensor:
     """Attention over a jagged batch with the multi-item scoring mask.
 
@@ -42,7 +43,9 @@ def jagged_attention(
     itself). ``scale`` defaults to 1/√D. Returns (T, H, D) in q's dtype.
 
     ``validate_layout=False`` skips :func:`check_layout` (its checks read the offsets back to the host): for
-    a caller that checked the layout once and calls the op once per layer with it.
+    a caller that checked the layout once and calls the op once per layer with it. ``max_seq_len`` (the
+    longest sequence) sizes the Triton grid; without it the Triton path reads it from the offsets (one more
+    host sync per call).
     """
     torch._assert(q.dim() == 3, "q must be 3-D (T, H, D)")
     torch._assert(k.shape == q.shape and v.shape == q.shape, "q, k and v must have the same shape (T, H, D)")
@@ -54,10 +57,50 @@ def jagged_attention(
     torch._assert(not seq_offsets.is_floating_point(), "seq_offsets must be an integer tensor")
     if validate_layout:
         check_layout(seq_offsets, num_candidates, q.shape[0])
+    kernel = Kernel(kernel)
     if kernel == Kernel.PYTORCH:
         return pt_jagged_attention(q, k, v, seq_offsets, num_candidates, scale=scale)
-    if kernel == Kernel.TRITON:
-        raise NotImplementedError(
-            "the Triton jagged attention kernel lands with the kernels issue; use Kernel.PYTORCH"
-        )
-    raise ValueError(f"unknown kernel {kernel!r}")
+    check_triton_inputs((q, k, v), (seq_offsets, num_candidates))
+    from kernels.triton.triton_jagged_attention import triton_jagged_attention
+
+    return triton_jagged_attention(q, k, v, seq_offsets, num_candidates, scale=scale, max_seq_len=max_seq_len)
+
+
+def cached_candidate_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cand_offsets: torch.Tensor,
+    k_hist: torch.Tensor,
+    v_hist: torch.Tensor,
+    hist_offsets: torch.Tensor,
+    *,
+    scale: float | None = None,
+    kernel: Kernel = Kernel.PYTORCH,
+) -> torch.Tensor:
+    """Inference path of the multi-item mask with the history's keys and values cached.
+
+    q, k, v: (C, H, D) — the candidates of B members back to back, rows ``cand_offsets[b]:cand_offsets[b+1]``
+    for member b; k_hist, v_hist: (T_h, H, D) — each member's history keys/values from an earlier pass, rows
+    ``hist_offsets[b]:hist_offsets[b+1]``. Each candidate attends to its member's whole history and to itself,
+    which is exactly what the candidate rows of :func:`jagged_attention` compute — so a request's history is
+    encoded once and its candidates scored in as many batches as needed. Returns (C, H, D); no autograd.
+    """
+    torch._assert(q.dim() == 3 and k.shape == q.shape and v.shape == q.shape, "q, k, v must be (C, H, D)")
+    torch._assert(
+        k_hist.dim() == 3 and k_hist.shape[1:] == q.shape[1:] and v_hist.shape == k_hist.shape,
+        "k_hist and v_hist must be (T_h, H, D) with q's H and D",
+    )
+    torch._assert(
+        cand_offsets.dim() == 1 and hist_offsets.shape == cand_offsets.shape,
+        "cand_offsets and hist_offsets must both be (B + 1,)",
+    )
+    check_layout(cand_offsets, torch.zeros_like(cand_offsets[1:]), q.shape[0])  # 0 … C, non-decreasing
+    check_layout(hist_offsets, torch.zeros_like(hist_offsets[1:]), k_hist.shape[0])
+    kernel = Kernel(kernel)
+    if kernel == Kernel.PYTORCH:
+        return pt_cached_candidate_attention(q, k, v, cand_offsets, k_hist, v_hist, hist_offsets, scale=scale)
+    check_triton_inputs((q, k, v, k_hist, v_hist), (cand_offsets, hist_offsets))
+    from kernels.triton.triton_jagged_attention import triton_cached_candidate_attention
+
+    return triton_cached_candidate_attention(q, k, v, cand_offsets, k_hist, v_hist, hist_offsets, scale=scale)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.common import Kernel
+from kernels.common import Kernel, triton_interpreting
 from kernels.pytorch.pt_multilabel_auc import pt_multilabel_auc
 
 
@@ -30,7 +30,12 @@ def multilabel_auc(
     kernel = Kernel(kernel)
     if kernel == Kernel.PYTORCH:
         return pt_multilabel_auc(scores, labels)
-    raise NotImplementedError(
-        f"multilabel_auc has no {kernel.value!r} implementation yet: the Triton kernel lands with the "
-        "kernels issue; use Kernel.PYTORCH"
-    )
+    if scores.device != labels.device:
+        raise ValueError(f"scores ({scores.device}) and labels ({labels.device}) must be on one device")
+    if scores.device.type != "cuda" and not triton_interpreting():
+        raise RuntimeError(
+            "Kernel.TRITON runs on CUDA tensors; on CPU use Kernel.PYTORCH (or TRITON_INTERPRET=1 in tests)"
+        )
+    from kernels.triton.triton_multilabel_auc import triton_multilabel_auc
+
+    return triton_multilabel_auc(scores, labels)

@@ -21,6 +21,13 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Importing feast would otherwise point prometheus-client at a fresh multiprocess temp dir (STACK.md).
 os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "true")
+# Without a GPU the Triton kernels run in Triton's CPU interpreter (STACK.md); triton reads this when a kernel
+# module is first imported, which the kernels package does lazily, i.e. after this line.
+if importlib.util.find_spec("torch") is not None:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture

@@ -101,3 +101,40 @@ def pt_jagged_attention(
 
 def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(x, 0) - x
+
+
+def pt_cached_candidate_attention(
+    q: torch.Tensor,  # (C, H, D) candidates of B members back to back
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cand_offsets: torch.Tensor,  # (B + 1,)
+    k_hist: torch.Tensor,  # (T_h, H, D) cached history keys
+    v_hist: torch.Tensor,
+    hist_offsets: torch.Tensor,  # (B + 1,)
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Each candidate over its member's cached history keys and its own key → (C, H, D) in q's dtype (fp32
+    math). Pads histories to the longest; the candidate's own score joins the softmax as one more column."""
+    C, H, D = q.shape
+    n_seq = cand_offsets.numel() - 1
+    if C == 0 or n_seq == 0:
+        return q.new_zeros(q.shape)
+    scale = scale if scale is not None else 1 / math.sqrt(D)
+    hist_len = hist_offsets[1:] - hist_offsets[:-1]
+    max_hist = int(hist_len.max())
+    member = torch.repeat_interleave(
+        torch.arange(n_seq, device=q.device), cand_offsets[1:] - cand_offsets[:-1]
+    )
+    kh = k_hist.new_zeros((n_seq, max_hist, H, D), dtype=torch.float32)
+    vh = torch.zeros_like(kh)
+    if max_hist:
+        batch, position = pad_index(hist_offsets, max_hist)
+        kh[batch, position], vh[batch, position] = k_hist.float(), v_hist.float()
+    qf = q.float()
+    s_hist = torch.einsum("chd,clhd->chl", qf, kh[member]) * scale  # (C, H, L)
+    valid = torch.arange(max_hist, device=q.device).view(1, 1, -1) < hist_len[member].view(-1, 1, 1)
+    s_hist = s_hist.masked_fill(~valid, float("-inf"))
+    s_self = (qf * k.float()).sum(-1, keepdim=True) * scale  # (C, H, 1)
+    p = torch.cat([s_hist, s_self], dim=-1).softmax(-1)
+    out = torch.einsum("chl,clhd->chd", p[..., :-1], vh[member]) + p[..., -1:] * v.float()
+    return out.to(q.dtype)

@@ -1,50 +1,96 @@
-"""Reference multi-label ROC AUC: every task (column) in one batched pass, plain torch.
+"""Reference multi-label ROC AUC: every task (column) in one batched pass, plain torch (numpy's sort on CPU).
 
-AUC = Mann–Whitney U / (n_pos · n_neg), with U from the rank sum of the positives. Tied scores share the
-average of the ranks they span, so a positive tied with a negative gets half credit — the same number as
-``sklearn.metrics.roc_auc_score`` (trapezoidal ROC), which the tests check.
+AUC = Mann–Whitney U / (n_pos · n_neg), where a positive earns 1 for every negative scored below it and ½ for
+every negative tied with it — the number ``sklearn.metrics.roc_auc_score`` gives (trapezoidal ROC), which
+the tests check. After sorting a column by score (ties in any order), with ``neg_before``/``pos_before`` the
+negatives/positives strictly earlier in the sorted order and ``*_at_start`` those counts at the first element
+of the element's tie group:
 
-Ranks are kept doubled (first + last + 2 of a tie group's 0-based positions) so that every sum is an exact
-int64: a float32 rank sum loses integers past N ≈ 6k positives (sum ~ N²/2 > 2²⁴), and float64 past N ~ 10⁸.
-Only the final ratio is float64.
+    2U = Σ_positives (neg_before + neg_at_start) + Σ_negatives (pos_before − pos_at_start)
+
+(the first sum counts each earlier-tied negative once instead of twice, the second adds back, from the
+negative's side, each pair where the positive came first inside a tie — every tied pair gets exactly one
+half). Each term is a forward scan, so the same formula runs as one pass per column in the Triton kernel.
+Without ties the ``*_at_start`` terms equal the ``*_before`` ones, so only tied elements need the group scan:
+the reference does it on the (usually tiny) tied subset. Every sum is an exact int64; only the final ratio
+is float64.
+
+Sort keys: a float score becomes an order-preserving int32 (−0.0 folded onto +0.0, since sklearn ties them)
+packed with its label into one int64 (``key << 1 | label``), so one value sort orders scores and carries the
+labels along — no argsort, no gather. On CPU that sort goes through numpy (AVX-512 sort, ≈ 5× torch.sort on
+int64 here); integer and fp64 scores (64-bit keys, no room for the label) sort with an argsort and a gather
+of the labels.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+
+def orderable_int(scores: torch.Tensor) -> torch.Tensor:
+    """float → int64 with the same order (fp16/bf16 via fp32, exactly), −0.0 mapped to +0.0. fp32 and
+    narrower give keys in int32 range, fp64 keys use all 64 bits."""
+    if scores.dtype == torch.float64:
+        bits = (scores + 0.0).contiguous().view(torch.int64)  # + 0.0 turns −0.0 into +0.0
+        return bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF)  # negative floats: flip the magnitude bits
+    bits = (scores.float() + 0.0).contiguous().view(torch.int32)
+    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(torch.int64)
+
+
+def sorted_keys(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column, the scores in ascending order and their labels → (score_key (T, N) int64, label (T, N)
+    int64). Float scores are compared as :func:`orderable_int` keys."""
+    if scores.is_floating_point() and scores.dtype != torch.float64:
+        packed = (orderable_int(scores.T) << 1) | labels.T.to(torch.int64)  # (T, N)
+        if packed.device.type == "cpu":
+            packed = torch.from_numpy(np.sort(packed.numpy(), axis=1))
+        else:
+            packed = torch.sort(packed, dim=1).values
+        return packed >> 1, packed & 1
+    key = orderable_int(scores.T) if scores.is_floating_point() else scores.T.to(torch.int64)
+    key, order = torch.sort(key, dim=1)
+    return key, torch.gather(labels.T.to(torch.int64), 1, order)
+
+
+def rank_statistic(key: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """2U per column from sorted (key, label) pairs (T, N) → (T,) int64."""
+    n = key.shape[1]
+    neg = 1 - label
+    neg_before = torch.cumsum(neg, 1) - neg  # (T, N) within the column
+    u2 = 2 * (label * neg_before).sum(1)  # ties broken by position: exact without ties
+    starts = torch.ones_like(key, dtype=torch.bool)
+    starts[:, 1:] = key[:, 1:] != key[:, :-1]  # a tie group starts at every new score and every column
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    tied = ~(starts & ends).reshape(-1)  # in a group of two or more
+    if bool(tied.any()):
+        idx = torch.nonzero(tied).squeeze(1)  # flat (T·N) indices, column-major blocks of N
+        col = torch.div(idx, n, rounding_mode="floor")
+        # Offsetting each column by n·col keeps the counts increasing across columns, so one cummax over
+        # the whole subset carries each group's start value without leaking into the next column.
+        nb = neg_before.reshape(-1)[idx] + n * col
+        pb = (idx - col * n) - neg_before.reshape(-1)[idx] + n * col  # position in column − negatives before
+        s = starts.reshape(-1)[idx]
+        neg_at_start = torch.cummax(torch.where(s, nb, 0), 0).values
+        pos_at_start = torch.cummax(torch.where(s, pb, 0), 0).values
+        fix = torch.where(label.reshape(-1)[idx] == 1, neg_at_start - nb, pb - pos_at_start)
+        u2.index_add_(0, col, fix)  # exact term − the no-tie term, per tied element
+    return u2
 
 
 def pt_multilabel_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """ROC AUC per column of ``scores`` (N, T) against binary ``labels`` (N, T) → (T,) float64; NaN for a
     column whose labels are all 0 or all 1 (AUC undefined). Inputs are assumed checked by the caller."""
     n, t = scores.shape
-    device = scores.device
     if n == 0 or t == 0:
-        return torch.full((t,), float("nan"), dtype=torch.float64, device=device)
-    # Ordering is all that matters: fp16/bf16 → fp32 is exact and order-preserving.
-    sorted_scores, order = torch.sort(scores.float().T.contiguous(), dim=1, stable=True)  # (T, N)
-    pos_sorted = torch.gather(labels.T.contiguous().to(torch.int64), 1, order)  # (T, N) in {0, 1}
+        return torch.full((t,), float("nan"), dtype=torch.float64, device=scores.device)
+    key, label = sorted_keys(scores, labels)
+    return auc_from_statistic(rank_statistic(key, label), label.sum(1), n)
 
-    # Tie groups over the flattened (T, N) grid: a new group starts at every score change and every column.
-    new_group = torch.ones_like(sorted_scores, dtype=torch.bool)  # (T, N)
-    new_group[:, 1:] = sorted_scores[:, 1:] != sorted_scores[:, :-1]
-    flat_new = new_group.reshape(-1)  # (T·N,)
-    group = torch.cumsum(flat_new, 0) - 1  # (T·N,) group id of each element
-    n_groups = int(group[-1].item()) + 1
-    pos_in_col = torch.arange(n, device=device).repeat(t)  # (T·N,) 0-based rank
-    first = pos_in_col[flat_new]  # (G,) 0-based position of each group's first element
-    size = torch.bincount(group, minlength=n_groups)  # (G,)
-    doubled_rank = first + (first + size - 1) + 2  # (G,) 2 × average 1-based rank
 
-    pos_per_group = torch.zeros(n_groups, dtype=torch.int64, device=device)
-    pos_per_group.index_add_(0, group, pos_sorted.reshape(-1))  # (G,) positives in each tie group
-    col_of_group = torch.div(torch.nonzero(flat_new).squeeze(1), n, rounding_mode="floor")  # (G,)
-    rank_sum2 = torch.zeros(t, dtype=torch.int64, device=device)
-    rank_sum2.index_add_(0, col_of_group, pos_per_group * doubled_rank)  # (T,) 2 × Σ ranks of positives
-
-    n_pos = pos_sorted.sum(dim=1)  # (T,)
-    n_neg = n - n_pos
-    u2 = rank_sum2 - n_pos * (n_pos + 1)  # 2 × U
-    denom = (2 * n_pos * n_neg).to(torch.float64)
+def auc_from_statistic(u2: torch.Tensor, n_pos: torch.Tensor, n: int) -> torch.Tensor:
+    """AUC = 2U / (2 · n_pos · n_neg) per column, NaN where a class is missing."""
+    denom = (2 * n_pos * (n - n_pos)).to(torch.float64)
     auc = u2.to(torch.float64) / denom
     return torch.where(denom > 0, auc, torch.full_like(auc, float("nan")))

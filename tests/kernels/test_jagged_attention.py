@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import Kernel, jagged_attention
+from kernels import jagged_attention
 
 
 def naive(
@@ -96,12 +96,6 @@ def test_bad_layout_raises(offsets: list[int], cands: list[int], message: str) -
     q = torch.randn(5, 1, 2)
     with pytest.raises(ValueError, match=message):
         jagged_attention(q, q, q, torch.tensor(offsets), torch.tensor(cands))
-
-
-def test_triton_is_refused_until_it_exists() -> None:
-    q = torch.randn(2, 1, 2)
-    with pytest.raises(NotImplementedError):
-        jagged_attention(q, q, q, torch.tensor([0, 2]), torch.tensor([0]), kernel=Kernel.TRITON)
 
 
 def test_empty_batch() -> None:
