@@ -17,34 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from bench.gr_inputs import request_inputs
 from feed.reports import write_report
-from training.ranking.features import CONTEXT_FEATURES, DEVICES
 from training.ranking.model import GenerativeRanker, GRConfig, RankerInputs, per_candidate_inputs
 
 if TYPE_CHECKING:
     from feed.config import FeedSettings
-
-
-def request_inputs(cfg: GRConfig, history: int, candidates: int, seed: int = 0) -> RankerInputs:
-    g = torch.Generator().manual_seed(seed)
-    e, em = cfg.item_emb_dim, cfg.member_emb_dim
-    return RankerInputs(
-        hist_item=torch.randn(history, e, generator=g),
-        hist_post_id=torch.randint(1, 1 << 40, (history,), generator=g),
-        hist_author_id=torch.randint(1, 1 << 30, (history,), generator=g),
-        hist_action=torch.randint(0, 64, (history,), generator=g),
-        hist_age_s=torch.sort(torch.rand(history, generator=g) * 3e7, descending=True).values,
-        hist_offsets=torch.tensor([0, history]),
-        cand_item=torch.randn(candidates, e, generator=g),
-        cand_post_id=torch.randint(1, 1 << 40, (candidates,), generator=g),
-        cand_author_id=torch.randint(1, 1 << 30, (candidates,), generator=g),
-        cand_device=torch.randint(0, len(DEVICES), (candidates,), generator=g),
-        cand_context=torch.rand(candidates, len(CONTEXT_FEATURES), generator=g),
-        cand_offsets=torch.tensor([0, candidates]),
-        profile=torch.randint(1, 1 << 40, (1, cfg.profile_fields), generator=g),
-        member_emb=torch.randn(1, em, generator=g),
-        member_emb_present=torch.ones(1, dtype=torch.bool),
-    )
 
 
 def chunks(inputs: RankerInputs, size: int) -> list[RankerInputs]:

@@ -44,3 +44,20 @@ def check_triton_inputs(data: tuple[torch.Tensor, ...], index: tuple[torch.Tenso
         )
     if any(t.is_floating_point() for t in index):
         raise TypeError("offsets and counts must be integer tensors")
+
+
+KERNEL_CHOICES = ("auto", *(k.value for k in Kernel))
+
+
+def resolve_kernel(choice: str | Kernel, device: torch.device) -> Kernel:
+    """A model's or an evaluation's kernel setting → the implementation for tensors on ``device``.
+
+    ``"auto"`` is Triton on CUDA and the PyTorch reference elsewhere — the setting models keep, so a GR
+    trained on a GPU still serves on a CPU. An explicit ``"triton"`` stays Triton (and the op raises on a
+    CPU without the interpreter): nothing is swapped behind an explicit choice."""
+    if choice == "auto":
+        return Kernel.TRITON if device.type == "cuda" else Kernel.PYTORCH
+    try:
+        return Kernel(choice)
+    except ValueError:
+        raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {choice!r}") from None

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 ACTION_ENCODINGS = ("sum", "interleave")
+KERNEL_HELP = "Attention and AUC kernels: auto (Triton on CUDA, PyTorch reference elsewhere), pytorch, triton"
 
 
 def _set_path(ctx: typer.Context, name: str) -> Path:
@@ -47,8 +48,14 @@ def _train_config(steps: int, token_budget: int, lr: float, device: str, seed: i
     )
 
 
-def _model_config(d_model: int, n_layers: int, n_heads: int, max_history: int, action_encoding: str) -> Any:
+def _model_config(
+    d_model: int, n_layers: int, n_heads: int, max_history: int, action_encoding: str, kernel: str = "auto"
+) -> Any:
+    from kernels.common import KERNEL_CHOICES
     from training.ranking.model import GRConfig
+
+    if kernel not in KERNEL_CHOICES:
+        raise typer.BadParameter(f"choose from {', '.join(KERNEL_CHOICES)}", param_hint="--kernel")
 
     if action_encoding not in ACTION_ENCODINGS:
         raise typer.BadParameter(f"choose from {', '.join(ACTION_ENCODINGS)}", param_hint="--action-encoding")
@@ -59,6 +66,7 @@ def _model_config(d_model: int, n_layers: int, n_heads: int, max_history: int, a
             n_heads=n_heads,
             max_history=max_history,
             action_encoding=action_encoding,  # type: ignore[arg-type]
+            kernel=kernel,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -82,6 +90,7 @@ def train_ranking(
     action_encoding: Annotated[str, typer.Option(help="sum or interleave")] = "sum",
     checkpoint: Annotated[str, typer.Option(help="async, sync or none")] = "async",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    kernel: Annotated[str, typer.Option(help=KERNEL_HELP)] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of init and batch order")] = 0,
 ) -> None:
     """Train a GR version on a ranking set's train split and score its validation split. Not promoted:
@@ -101,7 +110,9 @@ def train_ranking(
     path = _set_path(ctx, set_name)
     train_cfg = _train_config(steps, token_budget, lr, device, seed, checkpoint)
     train = load_ranking_arrays(path, "train")
-    model_cfg = fit_to_data(_model_config(d_model, n_layers, n_heads, max_history, action_encoding), train)
+    model_cfg = fit_to_data(
+        _model_config(d_model, n_layers, n_heads, max_history, action_encoding, kernel), train
+    )
     name = version or dt.datetime.now(dt.UTC).strftime("v%Y%m%d-%H%M%S")
     out_dir = ctx.obj.paths().artifacts / "ranking" / name
     torch.manual_seed(seed)  # the initial weights (every rank the same; DDP also broadcasts rank 0's)
@@ -148,6 +159,7 @@ def eval_ranking(
         bool, typer.Option("--promote/--no-promote", help="Promote the GR when it passes the gate")
     ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+    kernel: Annotated[str, typer.Option(help=KERNEL_HELP)] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of every arm")] = 0,
     reports_dir: Annotated[
         Path | None, typer.Option(help="Write ranking_eval.{json,md} here instead of the repo's reports/")
@@ -169,7 +181,7 @@ def eval_ranking(
     cfg = SyntheticEvalConfig(
         set_name=set_name,
         arms=chosen_arms,
-        model=_model_config(d_model, n_layers, 2, max_history, "sum"),
+        model=_model_config(d_model, n_layers, 2, max_history, "sum", kernel),
         train=_train_config(steps, token_budget, lr, device, seed, "none"),
     )
     paths = ctx.obj.paths()

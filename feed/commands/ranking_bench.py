@@ -1,7 +1,9 @@
-"""``feed bench loader`` (the GR ranker's input pipeline); registered on the ``bench`` app in feed/cli.py."""
+"""``feed bench loader`` (the GR ranker's input pipeline), ``checkpoint`` and ``attention`` (the Triton
+attention kernel); registered on the ``bench`` app in feed/cli.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -92,3 +94,45 @@ def checkpoint(
         raise typer.BadParameter(str(exc)) from exc
     out = run(ctx.obj, cfg, quick=quick)  # quick → <home>/artifacts/reports (run's default), not the repo
     print(f"wrote {out}")
+
+
+def attention(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON path (the plot goes beside it) [default: reports/bench/attention.json; "
+            "attention_quick.json with --quick; attention_cpu_check.json without CUDA]"
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Members per batch (all with the same L and C)", min=1)] = 8,
+    deadline_s: Annotated[
+        float, typer.Option("--deadline-s", help="Cells not started after this many seconds are skipped")
+    ] = 200.0,
+    quick: Annotated[bool, typer.Option(help="Smaller grid: L ∈ {512, 1024}, C = 512")] = False,
+) -> None:
+    """Triton multi-item attention kernel vs SDPA with a materialised mask, compiled FlexAttention and
+    per-candidate recomputation: forward and forward+backward ms over L × C on the GPU → attention.json.
+    Without CUDA: a correctness-only pass under the Triton interpreter (speedups null)."""
+    from dataclasses import replace
+
+    import torch
+
+    from bench.attention import AttentionBenchConfig, quick_config, run
+    from feed.config import REPORTS_DIR
+    from feed.reports import git_commit
+
+    cfg = quick_config() if quick else AttentionBenchConfig()
+    try:
+        cfg = replace(cfg, batch=batch, deadline_s=deadline_s)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if out is None:  # a CPU check or a smoke run never overwrites the committed GPU report
+        name = (
+            "attention_cpu_check"
+            if not torch.cuda.is_available()
+            else "attention_quick"
+            if quick
+            else "attention"
+        )
+        out = REPORTS_DIR / "bench" / f"{name}.json"
+    run(cfg, out, git_commit=git_commit())

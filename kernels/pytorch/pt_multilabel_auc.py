@@ -34,15 +34,25 @@ def orderable_int(scores: torch.Tensor) -> torch.Tensor:
     if scores.dtype == torch.float64:
         bits = (scores + 0.0).contiguous().view(torch.int64)  # + 0.0 turns −0.0 into +0.0
         return bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF)  # negative floats: flip the magnitude bits
-    bits = (scores.float() + 0.0).contiguous().view(torch.int32)
-    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(torch.int64)
+    bits = (scores.float() + 0.0).contiguous().view(torch.int32).to(torch.int64)  # sign-extended
+    bits ^= (bits >> 31) & 0x7FFFFFFF
+    return bits
+
+
+def pack_keys(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N, T) fp32-or-narrower scores and 0/1 labels → (T, N) int64 ``orderable_int(score) << 1 | label``,
+    built in place (each pass over T·N int64 costs about as much as the sort itself on CPU)."""
+    key = orderable_int(scores.T)  # (T, N) contiguous
+    key <<= 1
+    key |= labels.T.to(torch.int64)
+    return key
 
 
 def sorted_keys(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per column, the scores in ascending order and their labels → (score_key (T, N) int64, label (T, N)
     int64). Float scores are compared as :func:`orderable_int` keys."""
     if scores.is_floating_point() and scores.dtype != torch.float64:
-        packed = (orderable_int(scores.T) << 1) | labels.T.to(torch.int64)  # (T, N)
+        packed = pack_keys(scores, labels)  # (T, N)
         if packed.device.type == "cpu":
             packed = torch.from_numpy(np.sort(packed.numpy(), axis=1))
         else:
@@ -56,27 +66,32 @@ def sorted_keys(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
 def rank_statistic(key: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """2U per column from sorted (key, label) pairs (T, N) → (T,) int64."""
     n = key.shape[1]
-    neg = 1 - label
-    neg_before = torch.cumsum(neg, 1) - neg  # (T, N) within the column
-    u2 = 2 * (label * neg_before).sum(1)  # ties broken by position: exact without ties
+    # Ties broken by position (exact without ties): Σ_pos neg_before = Σ_pos position − n_pos(n_pos − 1)/2.
+    # The position sum is < N²/2, exact in float64 up to N ≈ 10⁸ — one matrix-vector product, no scan.
+    position = torch.arange(n, device=key.device, dtype=torch.float64)
+    n_pos = label.sum(1)
+    u2 = 2 * (label.to(torch.float64) @ position).round().to(torch.int64) - n_pos * (n_pos - 1)
+    same = key[:, 1:] == key[:, :-1]  # (T, N − 1): element j + 1 ties with element j
+    if not bool(same.any()):
+        return u2
     starts = torch.ones_like(key, dtype=torch.bool)
-    starts[:, 1:] = key[:, 1:] != key[:, :-1]  # a tie group starts at every new score and every column
-    ends = torch.ones_like(starts)
-    ends[:, :-1] = starts[:, 1:]
-    tied = ~(starts & ends).reshape(-1)  # in a group of two or more
-    if bool(tied.any()):
-        idx = torch.nonzero(tied).squeeze(1)  # flat (T·N) indices, column-major blocks of N
-        col = torch.div(idx, n, rounding_mode="floor")
-        # Offsetting each column by n·col keeps the counts increasing across columns, so one cummax over
-        # the whole subset carries each group's start value without leaking into the next column.
-        nb = neg_before.reshape(-1)[idx] + n * col
-        pb = (idx - col * n) - neg_before.reshape(-1)[idx] + n * col  # position in column − negatives before
-        s = starts.reshape(-1)[idx]
-        neg_at_start = torch.cummax(torch.where(s, nb, 0), 0).values
-        pos_at_start = torch.cummax(torch.where(s, pb, 0), 0).values
-        fix = torch.where(label.reshape(-1)[idx] == 1, neg_at_start - nb, pb - pos_at_start)
-        u2.index_add_(0, col, fix)  # exact term − the no-tie term, per tied element
-    return u2
+    starts[:, 1:] = ~same  # a tie group starts at every new score and every column
+    tied = torch.zeros_like(starts)
+    tied[:, 1:] |= same
+    tied[:, :-1] |= same  # in a group of two or more
+    idx = torch.nonzero(tied.reshape(-1)).squeeze(1)  # flat (T·N) indices, column-major blocks of N
+    col = torch.div(idx, n, rounding_mode="floor")
+    neg = 1 - label
+    neg_before = (torch.cumsum(neg, 1) - neg).reshape(-1)[idx]
+    # Offsetting each column by n·col keeps the counts increasing across columns, so one cummax over the
+    # whole subset carries each group's start value without leaking into the next column.
+    nb = neg_before + n * col
+    pb = (idx - col * n) - neg_before + n * col  # position in column − negatives before
+    s = starts.reshape(-1)[idx]
+    neg_at_start = torch.cummax(torch.where(s, nb, 0), 0).values
+    pos_at_start = torch.cummax(torch.where(s, pb, 0), 0).values
+    fix = torch.where(label.reshape(-1)[idx] == 1, neg_at_start - nb, pb - pos_at_start)
+    return u2.index_add_(0, col, fix)  # exact term − the no-tie term, per tied element
 
 
 def pt_multilabel_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

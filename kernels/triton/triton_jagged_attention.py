@@ -325,6 +325,7 @@ def _forward(
     max_len: int,
     scale: float,
     cached: bool,
+    config: BlockConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     T, H, D = q.shape
     out = torch.empty_like(q)
@@ -332,7 +333,7 @@ def _forward(
     n_seq = q_offsets.numel() - 1
     if T == 0 or n_seq == 0 or max_len == 0:
         return out, lse
-    cfg = _config(D)
+    cfg = config or _config(D)
     grid = (triton.cdiv(max_len, cfg.block_m), n_seq * H)
     _fwd_kernel[grid](
         q, k, v, kh, vh, out, lse,
@@ -357,6 +358,7 @@ def _backward(
     n_hist: torch.Tensor,
     max_len: int,
     scale: float,
+    config: BlockConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     T, H, D = q.shape
     do = do.contiguous()
@@ -365,7 +367,7 @@ def _backward(
     if T == 0 or n_seq == 0 or max_len == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
     delta = (do.float() * out.float()).sum(-1)  # (T, H): rowsum(dO ∘ O) = Σ_j P_ij dP_ij
-    cfg = _config(D, backward=True)
+    cfg = config or _config(D, backward=True)
     common: dict[str, Any] = {
         "UPCAST": interpreting(),
         "PRECISION": _precision(q.dtype),
@@ -396,10 +398,14 @@ class _JaggedAttention(torch.autograd.Function):
         n_hist: torch.Tensor,
         max_len: int,
         scale: float,
+        fwd_config: BlockConfig | None,
+        bwd_config: BlockConfig | None,
     ) -> torch.Tensor:
-        out, lse = _forward(q, k, v, k, v, seq_offsets, seq_offsets, n_hist, max_len, scale, cached=False)
+        out, lse = _forward(
+            q, k, v, k, v, seq_offsets, seq_offsets, n_hist, max_len, scale, cached=False, config=fwd_config
+        )
         ctx.save_for_backward(q, k, v, out, lse, seq_offsets, n_hist)
-        ctx.max_len, ctx.scale = max_len, scale  # type: ignore[attr-defined]
+        ctx.max_len, ctx.scale, ctx.bwd_config = max_len, scale, bwd_config  # type: ignore[attr-defined]
         return out
 
     @staticmethod
@@ -407,8 +413,20 @@ class _JaggedAttention(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, do: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         q, k, v, out, lse, seq_offsets, n_hist = ctx.saved_tensors  # type: ignore[attr-defined]
-        dq, dk, dv = _backward(do, q, k, v, out, lse, seq_offsets, n_hist, ctx.max_len, ctx.scale)  # type: ignore[attr-defined]
-        return dq, dk, dv, None, None, None, None
+        dq, dk, dv = _backward(
+            do,
+            q,
+            k,
+            v,
+            out,
+            lse,
+            seq_offsets,
+            n_hist,
+            ctx.max_len,
+            ctx.scale,
+            ctx.bwd_config,  # type: ignore[attr-defined]
+        )
+        return dq, dk, dv, None, None, None, None, None, None
 
 
 def _lengths(offsets: torch.Tensor) -> torch.Tensor:
@@ -423,16 +441,21 @@ def triton_jagged_attention(
     num_candidates: torch.Tensor,  # (B,)
     scale: float | None = None,
     max_seq_len: int | None = None,
+    fwd_config: BlockConfig | None = None,
+    bwd_config: BlockConfig | None = None,
 ) -> torch.Tensor:
     """Same contract as ``pt_jagged_attention``; differentiable in q, k and v. ``max_seq_len`` (the longest
-    sequence) sizes the grid; without it it is read from the offsets (one host sync)."""
+    sequence) sizes the grid; without it it is read from the offsets (one host sync). ``fwd_config`` /
+    ``bwd_config`` override the tile sizes (benchmark sweeps); None picks :func:`_config`'s."""
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
     lengths = _lengths(seq_offsets)
     if max_seq_len is None:
         max_seq_len = int(lengths.max()) if lengths.numel() else 0
     n_hist = (lengths - num_candidates).to(torch.int32).contiguous()
-    return _JaggedAttention.apply(q, k, v, seq_offsets.contiguous(), n_hist, max_seq_len, scale)
+    return _JaggedAttention.apply(
+        q, k, v, seq_offsets.contiguous(), n_hist, max_seq_len, scale, fwd_config, bwd_config
+    )
 
 
 def triton_cached_candidate_attention(

@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from kernels.common import triton_interpreting
-from kernels.pytorch.pt_multilabel_auc import auc_from_statistic, orderable_int
+from kernels.pytorch.pt_multilabel_auc import auc_from_statistic, orderable_int, pack_keys
 
 
 @triton.jit
@@ -36,8 +36,12 @@ def _max(a, b):
 @triton.jit
 def _key_label(x, Label, offs, mask, PACKED: tl.constexpr):
     if PACKED:
-        return x >> 1, x & 1
-    return x, tl.load(Label + offs, mask=mask, other=0).to(tl.int64)
+        key = x >> 1
+        label = x & 1
+    else:
+        key = x
+        label = tl.load(Label + offs, mask=mask, other=0).to(tl.int64)
+    return key, label
 
 
 @triton.jit
@@ -104,7 +108,7 @@ def triton_multilabel_auc(
         return torch.full((t,), float("nan"), dtype=torch.float64, device=scores.device)
     packed = scores.is_floating_point() and scores.dtype != torch.float64
     if packed:  # order-preserving score bits and the label in one int64: a value sort carries the labels
-        keys = torch.sort((orderable_int(scores.T) << 1) | labels.T.to(torch.int64), dim=1).values
+        keys = torch.sort(pack_keys(scores, labels), dim=1).values
         label = keys  # unused by the kernels (PACKED)
     else:
         key = orderable_int(scores.T) if scores.is_floating_point() else scores.T.to(torch.int64)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels import multilabel_auc
+from kernels.common import resolve_kernel
 from training.ranking.features import ENGAGED_TASKS, TASKS
 
 # The blended score NDCG ranks sessions by: Σ_t w_t · sigmoid(logit_t) over the engagement tasks, all w_t = 1.
@@ -122,6 +123,7 @@ def summarize(
     *,
     blend: Mapping[str, float] | None = None,
     k: int = 10,
+    kernel: str = "auto",
 ) -> dict[str, float | int]:
     """Evaluation summary of ``logits`` (N, T) against 0/1 ``labels`` (N, T) with ``sessions`` (N,) ids.
 
@@ -129,10 +131,11 @@ def summarize(
     ``ndcg_at_<k>`` (mean NDCG@k of engaged posts within each session, ranked by :func:`blended_score`;
     gain = 1 if any engagement task (click, long_dwell, like, comment, share) is positive),
     ``ndcg_sessions`` (sessions with an engaged post, the ones averaged) and ``ndcg_sessions_skipped``.
+    ``kernel`` picks the AUC implementation (``kernels.common.resolve_kernel``: auto = Triton on CUDA).
     """
     logits, labels, sessions = _as_tensor(logits), _as_tensor(labels), _as_tensor(sessions)
     torch._assert(logits.dim() == 2 and logits.shape[1] == len(tasks), "logits must be (N, len(tasks))")
-    auc = multilabel_auc(logits, labels)
+    auc = multilabel_auc(logits, labels, kernel=resolve_kernel(kernel, logits.device))
     ne = normalized_entropy(logits, labels)
     engaged_cols = [tasks.index(t) for t in ENGAGED_TASKS if t in tasks]
     engaged = (labels[:, engaged_cols] != 0).any(dim=1).double()  # (N,)

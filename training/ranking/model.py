@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import Kernel, check_layout, jagged_attention
+from kernels import check_layout, jagged_attention
+from kernels.common import KERNEL_CHOICES, resolve_kernel
 from training.ranking.features import CONTEXT_FEATURES, DEVICES, N_ACTIONS, TASKS
 
 TOKEN_HISTORY_ITEM, TOKEN_HISTORY_ACTION, TOKEN_CANDIDATE = 0, 1, 2
@@ -64,7 +65,7 @@ class GRConfig:
     profile_fields: int = 2
     member_emb_dim: int = 0  # width of the retrieval member embedding (0: not used)
     task_weights: tuple[float, ...] = (1.0, 0.5, 1.0, 1.0, 1.0, 1.0)  # click, skip, long_dwell, like, …
-    kernel: str = Kernel.PYTORCH.value
+    kernel: str = "auto"  # attention implementation: auto (Triton on CUDA, else PyTorch), pytorch, triton
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -79,6 +80,8 @@ class GRConfig:
             raise ValueError(f"head must be 'mmoe' or 'shared', got {self.head!r}")
         if self.max_history < 0:
             raise ValueError("max_history must be ≥ 0")
+        if self.kernel not in KERNEL_CHOICES:
+            raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {self.kernel!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GRConfig:
@@ -242,7 +245,7 @@ class Block(nn.Module):
     def __init__(self, config: GRConfig) -> None:
         super().__init__()
         self.n_heads = config.n_heads
-        self.kernel = Kernel(config.kernel)
+        self.kernel = config.kernel
         self.ln1 = nn.LayerNorm(config.d_model)
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.proj = nn.Linear(config.d_model, config.d_model)
@@ -255,12 +258,23 @@ class Block(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(
-        self, x: torch.Tensor, seq_offsets: torch.Tensor, num_candidates: torch.Tensor
+        self,
+        x: torch.Tensor,
+        seq_offsets: torch.Tensor,
+        num_candidates: torch.Tensor,
+        max_seq_len: int | None = None,
     ) -> torch.Tensor:
         T, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(T, 3, self.n_heads, d // self.n_heads).unbind(1)  # (T, nh, hs)
         att = jagged_attention(  # (T, nh, hs); the backbone checked the layout once for all blocks
-            q, k, v, seq_offsets, num_candidates, kernel=self.kernel, validate_layout=False
+            q,
+            k,
+            v,
+            seq_offsets,
+            num_candidates,
+            kernel=resolve_kernel(self.kernel, x.device),
+            validate_layout=False,
+            max_seq_len=max_seq_len,
         )
         x = x + self.drop(self.proj(att.reshape(T, d)))
         return x + self.drop(self.ffn(self.ln2(x)))
@@ -280,9 +294,11 @@ class GRBackbone(nn.Module):
     ) -> torch.Tensor:
         assert tokens.dim() == 2, "tokens must be (T, d_model)"
         check_layout(seq_offsets, num_candidates, tokens.shape[0])
+        lengths = seq_offsets[1:] - seq_offsets[:-1]
+        max_len = int(lengths.max()) if lengths.numel() else 0  # one host read for all blocks' grids
         x = tokens
         for block in self.blocks:
-            x = block(x, seq_offsets, num_candidates)
+            x = block(x, seq_offsets, num_candidates, max_len)
         return self.ln_f(x)
 
 

@@ -172,3 +172,35 @@ def test_backbone_checks_the_jagged_layout_once_for_all_blocks() -> None:
         backbone(tokens, torch.tensor([0, 3, 4]), torch.tensor([0, 0]))
     with pytest.raises(ValueError, match="num_candidates"):
         backbone(tokens, torch.tensor([0, 3, 5]), torch.tensor([4, 0]))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:2], ids=lambda c: f"{c.action_encoding}-{c.fusion}-{c.head}")
+def test_triton_kernel_gives_the_reference_scores_and_gradients(cfg: GRConfig) -> None:
+    """The same weights with kernel='triton' (interpreter on CPU, compiled on a GPU) and 'pytorch': logits and
+    every parameter gradient agree within fp32 tolerance."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = make_inputs([40, 0, 17, 1], [5, 3, 1, 1]).to(device)
+    labels = torch.randint(0, 2, (10, 6), generator=torch.Generator().manual_seed(1)).float().to(device)
+    grads, logits = [], []
+    for kernel in ("pytorch", "triton"):
+        torch.manual_seed(0)
+        model = GenerativeRanker(replace(cfg, kernel=kernel)).to(device)
+        out = model(x)
+        model.loss(out, labels)[0].backward()
+        logits.append(out.detach())
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(logits[1], logits[0], atol=1e-4, rtol=1e-4)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_kernel_setting() -> None:
+    from kernels import Kernel
+    from kernels.common import resolve_kernel
+
+    assert resolve_kernel("auto", torch.device("cpu")) == Kernel.PYTORCH
+    assert resolve_kernel("auto", torch.device("cuda")) == Kernel.TRITON
+    assert resolve_kernel("triton", torch.device("cpu")) == Kernel.TRITON  # explicit: never swapped
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        GRConfig(kernel="cuda")
