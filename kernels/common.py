@@ -28,6 +28,12 @@ def check_triton_inputs(data: tuple[torch.Tensor, ...], index: tuple[torch.Tenso
     """The Triton path's device and dtype checks (the dispatcher's, once per call): every tensor on one
     device, that device CUDA unless the interpreter runs; data in fp32/fp16/bf16 of one dtype; index
     tensors integer. Raises instead of falling back to the reference."""
+    if data[0].dtype not in TRITON_DTYPES or any(t.dtype != data[0].dtype for t in data):
+        raise TypeError(
+            f"Kernel.TRITON takes fp32, fp16 or bf16 inputs of one dtype, got {[t.dtype for t in data]}"
+        )
+    if any(t.is_floating_point() for t in index):
+        raise TypeError("offsets and counts must be integer tensors")
     device = data[0].device
     if any(t.device != device for t in (*data, *index)):
         raise ValueError(
@@ -38,12 +44,6 @@ def check_triton_inputs(data: tuple[torch.Tensor, ...], index: tuple[torch.Tenso
             f"Kernel.TRITON runs on CUDA tensors (got {device.type}); on CPU set TRITON_INTERPRET=1 before "
             "importing triton (tests), or use Kernel.PYTORCH"
         )
-    if data[0].dtype not in TRITON_DTYPES or any(t.dtype != data[0].dtype for t in data):
-        raise TypeError(
-            f"Kernel.TRITON takes fp32, fp16 or bf16 inputs of one dtype, got {[t.dtype for t in data]}"
-        )
-    if any(t.is_floating_point() for t in index):
-        raise TypeError("offsets and counts must be integer tensors")
 
 
 KERNEL_CHOICES = ("auto", *(k.value for k in Kernel))
