@@ -846,6 +846,9 @@ def run(
     )
     if device.type == "cuda":
         Runner(cfg, doc, out, device, log).run()
+        from kernels.triton.triton_jagged_attention import tuned_configs
+
+        doc["tuned_configs"] = tuned_configs()  # the tiles the autotuner picked on this GPU
     else:
         run_cpu(cfg, doc, out, log)
     if cfg.plot and device.type == "cuda":

@@ -2,12 +2,13 @@
 # One prepared pass on a lent GPU machine (its own python3 with torch + Triton; no project venv, no network):
 # the kernel tests, then the GPU benchmarks in priority order, each under its own time limit so one failure
 # or overrun leaves the others' results. Writes everything to $OUT (default ./gpu_out).
-#   bash scripts/gpu_check.sh <git-sha>
+#   bash scripts/gpu_check.sh <git-sha> [all|attention]
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_out}"
 mkdir -p "$OUT"
 SHA="${1:-unknown}"
+WHAT="${2:-all}"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 step() {  # step <seconds> <name> <command…>
   local limit=$1 name=$2; shift 2
@@ -16,13 +17,23 @@ step() {  # step <seconds> <name> <command…>
   timeout "$limit" "$@"; local rc=$?
   echo "=== $name rc=$rc in $((SECONDS - t0))s"
 }
+pytest_gpu() {
+  python3 -m pytest -q -p no:cacheprovider --noconftest -o addopts="" -W ignore::FutureWarning \
+    --import-mode=importlib "$@"
+}
 {
   nvidia-smi -L; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-  step 150 tests python3 -m pytest -q -p no:cacheprovider --noconftest -o addopts="" -W ignore::FutureWarning --import-mode=importlib \
-    tests/kernels tests/training/ranking/test_model.py -q
-  step 210 attention python3 bench/attention.py --out "$OUT/attention.json" --git-commit "$SHA" --deadline-s 150
-  step 50 sweep python3 bench/attention_sweep.py --out "$OUT/attention_sweep.json" --git-commit "$SHA"
-  step 50 auc python3 bench/auc.py --out "$OUT/auc_gpu.json" --repeats 3 --git-commit "$SHA"
-  step 50 gr_kernels python3 bench/gr_kernels.py --out "$OUT/gr_kernels.json" --git-commit "$SHA"
-  step 90 gpu_knn python3 bench/gpu_knn.py --out "$OUT/gpu_knn.json" --seconds 1.5
+  if [ "$WHAT" = all ]; then
+    step 150 tests pytest_gpu tests/kernels tests/training/ranking/test_model.py
+  else
+    step 170 tests pytest_gpu tests/kernels/test_triton_jagged_attention.py tests/training/ranking/test_model.py
+  fi
+  step 120 attention python3 bench/attention.py --out "$OUT/attention.json" --git-commit "$SHA" --deadline-s 90
+  step 120 attention_b64 python3 bench/attention.py --out "$OUT/attention_b64.json" --batch 64 \
+    --git-commit "$SHA" --deadline-s 80 --no-plot
+  step 60 gr_kernels python3 bench/gr_kernels.py --out "$OUT/gr_kernels.json" --git-commit "$SHA"
+  if [ "$WHAT" = all ]; then
+    step 50 auc python3 bench/auc.py --out "$OUT/auc_gpu.json" --repeats 3 --git-commit "$SHA"
+    step 90 gpu_knn python3 bench/gpu_knn.py --out "$OUT/gpu_knn.json" --seconds 1.5
+  fi
 } 2>&1 | tee "$OUT/run.log"

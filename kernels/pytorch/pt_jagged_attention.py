@@ -62,7 +62,8 @@ def _padded_attention(
         d[batch, position] = x.float()
         dense.append(d.transpose(1, 2))  # (B, H, L, D)
     mask = multi_item_mask(lengths, num_candidates, max_len).unsqueeze(1)  # (B, 1, L, L)
-    out = F.scaled_dot_product_attention(dense[0], dense[1], dense[2], attn_mask=mask, scale=scale)
+    with torch.autocast(q.device.type, enabled=False):  # the reference is fp32 even inside a bf16 region
+        out = F.scaled_dot_product_attention(dense[0], dense[1], dense[2], attn_mask=mask, scale=scale)
     return out.transpose(1, 2)[batch, position]  # (T, H, D) fp32
 
 
@@ -131,10 +132,24 @@ def pt_cached_candidate_attention(
         batch, position = pad_index(hist_offsets, max_hist)
         kh[batch, position], vh[batch, position] = k_hist.float(), v_hist.float()
     qf = q.float()
+    with torch.autocast(q.device.type, enabled=False):  # fp32 math even inside a bf16 autocast region
+        return _cached_fp32(qf, k.float(), v.float(), kh, vh, member, hist_len, max_hist, scale).to(q.dtype)
+
+
+def _cached_fp32(
+    qf: torch.Tensor,
+    kf: torch.Tensor,
+    vf: torch.Tensor,
+    kh: torch.Tensor,
+    vh: torch.Tensor,
+    member: torch.Tensor,
+    hist_len: torch.Tensor,
+    max_hist: int,
+    scale: float,
+) -> torch.Tensor:
     s_hist = torch.einsum("chd,clhd->chl", qf, kh[member]) * scale  # (C, H, L)
-    valid = torch.arange(max_hist, device=q.device).view(1, 1, -1) < hist_len[member].view(-1, 1, 1)
+    valid = torch.arange(max_hist, device=qf.device).view(1, 1, -1) < hist_len[member].view(-1, 1, 1)
     s_hist = s_hist.masked_fill(~valid, float("-inf"))
-    s_self = (qf * k.float()).sum(-1, keepdim=True) * scale  # (C, H, 1)
+    s_self = (qf * kf).sum(-1, keepdim=True) * scale  # (C, H, 1)
     p = torch.cat([s_hist, s_self], dim=-1).softmax(-1)
-    out = torch.einsum("chl,clhd->chd", p[..., :-1], vh[member]) + p[..., -1:] * v.float()
-    return out.to(q.dtype)
+    return torch.einsum("chl,clhd->chd", p[..., :-1], vh[member]) + p[..., -1:] * vf

@@ -146,3 +146,31 @@ def test_serving_sized_batch_on_gpu(dtype: torch.dtype) -> None:
 @pytest.mark.gpu
 def test_head_dim_128_on_gpu() -> None:
     compare([700, 129], [100, 129], 4, 128, torch.bfloat16, seed=12)
+
+
+@pytest.mark.parametrize(("block_m", "block_n"), [(32, 16), (16, 64)])
+def test_explicit_tiles_of_unequal_sizes(block_m: int, block_n: int) -> None:
+    """Query and key tiles of different sizes (the autotuner's configs are like this) size the two grids."""
+    from kernels.pytorch.pt_jagged_attention import pt_jagged_attention
+    from kernels.triton.triton_jagged_attention import BlockConfig, triton_jagged_attention
+
+    cfg = BlockConfig(block_m, block_n, 4, 2)
+    lengths, cands = [70, 9, 33], [20, 9, 1]
+    offsets, n_cand = offsets_of(lengths), torch.tensor(cands, device=DEVICE)
+    q, k, v = inputs(sum(lengths), 2, 16, torch.float32, seed=3)
+    got = triton_jagged_attention(q, k, v, offsets, n_cand, fwd_config=cfg, bwd_config=cfg)
+    want = pt_jagged_attention(q, k, v, offsets, n_cand)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
+    for a, b in zip(
+        torch.autograd.grad(got.sum(), (q, k, v)), torch.autograd.grad(want.sum(), (q, k, v)), strict=True
+    ):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_reference_stays_fp32_under_autocast() -> None:
+    """Inside a bf16 autocast region (GPU training) the reference keeps its fp32 math and buffers."""
+    q = torch.randn(30, 2, 16, device=DEVICE)
+    offsets, n_cand = torch.tensor([0, 12, 30], device=DEVICE), torch.tensor([3, 5], device=DEVICE)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        out = jagged_attention(q, q, q, offsets, n_cand, kernel=Kernel.PYTORCH)
+    torch.testing.assert_close(out, jagged_attention(q, q, q, offsets, n_cand), atol=0, rtol=0)
