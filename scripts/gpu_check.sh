@@ -2,7 +2,7 @@
 # One prepared pass on a lent GPU machine (its own python3 with torch + Triton; no project venv, no network):
 # the kernel tests, then the GPU benchmarks in priority order, each under its own time limit so one failure
 # or overrun leaves the others' results. Writes everything to $OUT (default ./gpu_out).
-#   bash scripts/gpu_check.sh <git-sha> [all|attention]
+#   bash scripts/gpu_check.sh <git-sha> [all|attention|profile]
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_out}"
@@ -17,16 +17,18 @@ step() {  # step <seconds> <name> <command…>
   timeout "$limit" "$@"; local rc=$?
   echo "=== $name rc=$rc in $((SECONDS - t0))s"
 }
-pytest_gpu() {
-  python3 -m pytest -q -p no:cacheprovider --noconftest -o addopts="" -W ignore::FutureWarning \
-    --import-mode=importlib "$@"
-}
+PYTEST=(python3 -m pytest -q -p no:cacheprovider --noconftest -o addopts="" -W ignore::FutureWarning
+  --import-mode=importlib)
 {
   nvidia-smi -L; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
   if [ "$WHAT" = all ]; then
-    step 150 tests pytest_gpu tests/kernels tests/training/ranking/test_model.py
+    step 150 tests "${PYTEST[@]}" tests/kernels tests/training/ranking/test_model.py
   else
-    step 170 tests pytest_gpu tests/kernels/test_triton_jagged_attention.py tests/training/ranking/test_model.py
+    step 170 tests "${PYTEST[@]}" tests/kernels/test_triton_jagged_attention.py tests/training/ranking/test_model.py
+  fi
+  if [ "$WHAT" = profile ]; then
+    step 90 profile python3 bench/attention_profile.py --out "$OUT/attention_profile.json" --git-commit "$SHA"
+    exit 0
   fi
   step 120 attention python3 bench/attention.py --out "$OUT/attention.json" --git-commit "$SHA" --deadline-s 90
   step 120 attention_b64 python3 bench/attention.py --out "$OUT/attention_b64.json" --batch 64 \
