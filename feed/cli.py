@@ -95,6 +95,7 @@ bench_app.command("index")(bench_cmds.index)
 bench_app.command("checkpoint")(ranking_bench_cmds.checkpoint)
 bench_app.command("loader")(ranking_bench_cmds.loader)
 bench_app.command("attention")(ranking_bench_cmds.attention)
+bench_app.command("auc")(ranking_bench_cmds.auc)
 bench_app.command("scoring")(bench_cmds.scoring)
 app.add_typer(bench_app, name="bench", no_args_is_help=True)
 

@@ -136,3 +136,30 @@ def attention(
         )
         out = REPORTS_DIR / "bench" / f"{name}.json"
     run(cfg, out, git_commit=git_commit())
+
+
+def auc(
+    gpu_json: Annotated[
+        Path | None,
+        typer.Option(help="Merge the GPU figures of a `python3 bench/auc.py` run made on a GPU machine"),
+    ] = None,
+    n: Annotated[int, typer.Option(help="Predictions per task", min=2)] = 1_000_000,
+    tasks: Annotated[int, typer.Option(help="Tasks (columns)", min=1)] = 6,
+    repeats: Annotated[int, typer.Option(help="Timed calls per arm (median)", min=1)] = 5,
+) -> None:
+    """Multi-label AUC (kernels.multilabel_auc) vs sklearn's roc_auc_score per task: CPU here, GPU (Triton)
+    when CUDA is present or merged with --gpu-json → reports/bench/auc.json."""
+    import json
+
+    from bench.auc import AucBenchConfig, merge_gpu, run
+    from feed.config import REPORTS_DIR
+    from feed.reports import git_commit
+
+    doc = run(AucBenchConfig(n=n, tasks=tasks, repeats=repeats), log=typer.echo)
+    doc["git_commit"] = git_commit()
+    if gpu_json is not None:
+        doc = merge_gpu(doc, json.loads(gpu_json.read_text()))
+    out = REPORTS_DIR / "bench" / "auc.json"
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    typer.echo(json.dumps(doc["summary"], indent=2))
+    typer.echo(f"wrote {out}")
