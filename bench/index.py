@@ -27,7 +27,9 @@ version's member embeddings when exported, else a sample of the posts).
 One Milvus Lite search is profiled with cProfile in process (the server is stopped and the collection opened
 directly with ``milvus_lite.db.MilvusLite``, so the profile sees the engine, not a gRPC wait).
 
-GPU: ``bench/gpu_knn.py`` runs on a GPU host (torch only); ``--gpu-json`` merges its JSON as ``gpu_knn``.
+GPU: ``bench/gpu_knn.py`` runs on a GPU host (torch only); ``--gpu-json`` merges its JSON as ``gpu_knn`` in
+a full run, and ``--merge-gpu-json`` (:func:`merge_gpu_json`) folds it into an existing report without
+re-running the CPU backends.
 """
 
 from __future__ import annotations
@@ -814,7 +816,90 @@ def gpu_summary(gpu: dict[str, Any]) -> dict[str, Any]:
         if r["batch"] == top_batch:
             out[f"{tag}_b{top_batch}_qps"] = r["qps"]
             out[f"{tag}_b{top_batch}_p99_ms"] = r["p99_ms"]
+    serving = gpu.get("serving_path")
+    if isinstance(serving, dict) and "n" in serving:  # the ExactIndex check (absent or "skipped" otherwise)
+        k, size = serving["k"], _size_tag(serving["n"])
+        out["gpu_serving_filter_violations"] = serving.get("filter_violations")
+        out["gpu_serving_cpu_agreement"] = serving.get("cpu_agreement")
+        for dtype in ("fp32", "fp16", "bf16"):
+            cell = serving.get(dtype)
+            if not cell:
+                continue
+            tag = f"gpu_serving_{dtype}_{size}"
+            out[f"{tag}_p99_ms"] = cell["unfiltered"]["p99_ms"]
+            out[f"{tag}_p99_ms_filtered"] = cell["filtered"]["p99_ms"]
+            out[f"{tag}_recall_at_{k}"] = cell[f"recall_at_{k}"]
+            out[f"{tag}_recall_at_{k}_filtered"] = cell[f"recall_at_{k}_filtered"]
     return out
+
+
+GPU_MERGE_NOTE = "GPU figures (details.gpu_knn, summary gpu_*) come from a separate run"
+
+
+def config_from_report(config: dict[str, Any]) -> IndexBenchConfig:
+    """The :class:`IndexBenchConfig` a report's ``config`` section was written from (extra keys such as
+    ``quick`` and the thread counts are dropped; lists become tuples, ``spec`` a :class:`ClusteredSpec`)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(IndexBenchConfig)}
+    kw: dict[str, Any] = {}
+    for key, value in config.items():
+        if key not in known:
+            continue
+        if key == "spec":
+            value = ClusteredSpec(**value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kw[key] = value
+    return IndexBenchConfig(**kw)
+
+
+def merge_gpu_json(report: Path, gpu_json: Path, *, gpu_commit: str | None = None) -> Path:
+    """Fold bench/gpu_knn.py's JSON into an existing index report without re-running the CPU benchmark.
+
+    ``details.gpu_knn`` is replaced by :func:`load_gpu_json`, the summary's ``gpu_*`` keys by
+    :func:`gpu_summary`, a note names the GPU run (device, its git commit — ``gpu_commit`` when given, else
+    the JSON's own ``git_commit`` if it has one — and its ``created_at``), and the plot is re-drawn. The CPU
+    figures and the report's ``git_commit``/``created_at`` (the CPU run's) are kept; ``gpu_merged_at``
+    records the merge. Merging again replaces the earlier GPU section and note. Raises ValueError for a file
+    that is not an index report or not a gpu_knn report (nothing is written then).
+    """
+    import datetime as dt
+
+    report = Path(report)
+    doc = json.loads(report.read_text())
+    missing = {"summary", "config", "details"} - set(doc) if isinstance(doc, dict) else {"a JSON object"}
+    if missing or not isinstance(doc["details"], dict) or "results" not in doc["details"]:
+        raise ValueError(
+            f"{report} is not a bench/index.py report (missing {sorted(missing) or ['results']})"
+        )
+    gpu = load_gpu_json(gpu_json)
+    commit = gpu_commit or gpu.get("git_commit")
+    if commit:
+        gpu["git_commit"] = commit
+    cfg = config_from_report(doc["config"])
+    summary = {k: v for k, v in doc["summary"].items() if not k.startswith("gpu_")} | gpu_summary(gpu)
+    note = (
+        f"{GPU_MERGE_NOTE}: bench/gpu_knn.py on {gpu.get('device')} (torch {gpu.get('torch')}, "
+        f"git commit {commit or 'not recorded'}, created_at {gpu.get('created_at', 'not recorded')}), merged "
+        f"into this CPU report with `feed bench index --merge-gpu-json`; the CPU figures, git_commit and "
+        f"created_at above are the CPU run's"
+    )
+    notes = [n for n in doc.get("notes", []) if not n.startswith(GPU_MERGE_NOTE)] + [note]
+    merged_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    out: dict[str, Any] = {}
+    for key, value in doc.items():  # keep write_report's layout; gpu_merged_at goes after created_at
+        if key == "gpu_merged_at":
+            continue
+        out[key] = value
+        if key == "created_at":
+            out["gpu_merged_at"] = merged_at
+    out.setdefault("gpu_merged_at", merged_at)
+    out["summary"], out["notes"] = summary, notes
+    out["details"] = {**doc["details"], "gpu_knn": gpu}
+    plot(doc["details"]["results"], cfg, report.with_suffix(".png"), gpu)
+    report.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    return report
 
 
 def _row(rows: list[dict[str, Any]], backend: str, n: int) -> dict[str, Any] | None:

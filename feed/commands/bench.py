@@ -65,16 +65,49 @@ def index(
     gpu_json: Annotated[
         Path | None, typer.Option(help="bench/gpu_knn.py's JSON from a GPU host, merged as `gpu_knn`")
     ] = None,
+    merge_gpu_json: Annotated[
+        Path | None,
+        typer.Option(
+            help="Only fold this bench/gpu_knn.py JSON into the existing --report (no CPU re-run); "
+            "re-draws the plot"
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Report --merge-gpu-json merges into [default: reports/bench/index.json]"),
+    ] = None,
+    gpu_commit: Annotated[
+        str | None,
+        typer.Option(
+            help="With --merge-gpu-json: the git commit the GPU run used (gpu_knn.py does not record it)"
+        ),
+    ] = None,
     real: Annotated[bool, typer.Option(help="Also the home's post_embeddings, when present")] = True,
     hnsw_ef: Annotated[
         int | None, typer.Option(help="HNSW efSearch for every HNSW backend [default: the replica's]")
     ] = None,
 ) -> None:
     """Milvus Lite (FLAT/HNSW/IVF) vs FAISS (exact/HNSW), the HNSW replica and exact torch search at 100k and
-    1M × 384: build time, p50/p99, batch-32 QPS, recall@100, ± filter → index.{json,png}."""
+    1M × 384: build time, p50/p99, batch-32 QPS, recall@100, ± filter → index.{json,png}.
+
+    `--merge-gpu-json PATH` folds a GPU run of bench/gpu_knn.py into the existing report instead."""
     from dataclasses import replace
 
-    from bench.index import ALL_BACKENDS, IndexBenchConfig, quick_config, run
+    from bench.index import ALL_BACKENDS, REPORT_NAME, IndexBenchConfig, quick_config, run
+    from bench.index import merge_gpu_json as merge_into
+    from feed.config import REPORTS_DIR
+
+    if merge_gpu_json is not None:
+        target = report or REPORTS_DIR / "bench" / f"{REPORT_NAME}.json"
+        if gpu_json is not None:
+            raise typer.BadParameter("give --gpu-json (full run) or --merge-gpu-json (merge only), not both")
+        try:
+            out = merge_into(target, merge_gpu_json, gpu_commit=gpu_commit)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}")
+            raise typer.Exit(code=2) from exc
+        print(f"merged {merge_gpu_json} into {out} (and {out.with_suffix('.png').name})")
+        return
 
     cfg = quick_config() if quick else IndexBenchConfig()
     changes: dict = {"real": real, "backends": tuple(backends.split(",")) if backends else ALL_BACKENDS}
