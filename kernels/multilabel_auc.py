@@ -24,7 +24,8 @@ def multilabel_auc(
     torch._assert(labels.dim() == 2, "labels must be 2-D (N, T) or 1-D (N,)")
     torch._assert(scores.shape == labels.shape, "scores and labels must have the same shape")
     torch._assert(not scores.is_complex() and scores.dtype != torch.bool, "scores must be real numbers")
-    torch._assert(bool(((labels == 0) | (labels == 1)).all()), "labels must be binary (0/1)")
+    if labels.dtype != torch.bool:  # bool labels are binary by type: skip a pass over the data
+        torch._assert(bool(((labels == 0) | (labels == 1)).all()), "labels must be binary (0/1)")
     if scores.is_floating_point():
         torch._assert(bool(torch.isfinite(scores).all()), "scores must be finite")
     kernel = Kernel(kernel)
