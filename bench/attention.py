@@ -75,6 +75,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make this repo's ``kernels`` (and ``training``) importable
     sys.path.insert(0, str(ROOT))
 
+from bench.gpu_common import device_name, resolve_device, sync  # noqa: E402
+
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ARMS = ("ours", "sdpa", "flex", "naive")
 PASSES = ("fwd", "fwdbwd")
@@ -129,41 +131,6 @@ def quick_config(**changes: Any) -> AttentionBenchConfig:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Linear-interpolated percentile (numpy's default), without numpy."""
-    xs = sorted(values)
-    if not xs:
-        return float("nan")
-    pos = (len(xs) - 1) * p / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"CPU: {platform.machine()} ({os.cpu_count()} cores)"
-
-
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
 
 
 def _git_commit() -> str | None:
@@ -445,11 +412,11 @@ def bench_ms(fn: Callable[[], Any], cfg: AttentionBenchConfig) -> float:
 
 def peak_mib(fn: Callable[[], Any], device: torch.device) -> float:
     """CUDA memory allocated at the peak of one call beyond what was allocated before it."""
-    _sync(device)
+    sync(device)
     base = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     fn()
-    _sync(device)
+    sync(device)
     return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
@@ -494,7 +461,7 @@ def measure(
     call = timed_call(arm, pass_, inp, device)
     began = time.perf_counter()
     first = call()
-    _sync(device)
+    sync(device)
     row: dict[str, Any] = {"first_call_s": round(time.perf_counter() - began, 3)}
     if pass_ == "fwd":
         row.update(arm_output_check(arm, first, inp))
@@ -714,7 +681,7 @@ def new_doc(cfg: AttentionBenchConfig, device: torch.device, git_commit: str | N
     return {
         "summary": {},
         "config": {**asdict(cfg), "heads": H, "head_dim": D, "dims_from": dims_from},
-        "device": _device_name(device),
+        "device": device_name(device),
         "device_type": device.type,
         "git_commit": git_commit,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -834,7 +801,7 @@ def run(
     """Measure (CUDA) or check (no CUDA), write the JSON to ``out`` and the plot beside it; returns the
     document."""
     log = log or (lambda msg: print(msg, flush=True))
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     interpreter_problem = use_triton_interpreter() if device.type != "cuda" else None
     doc = new_doc(cfg, device, git_commit if git_commit is not None else _git_commit())
     if interpreter_problem:

@@ -26,11 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -42,6 +38,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.gpu_common import device_name, median_ms
 from kernels import Kernel, multilabel_auc
 
 TASK_RATES = (0.10, 0.30, 0.05, 0.02, 0.005, 0.003)  # click, skip, long_dwell, like, comment, share
@@ -63,61 +60,35 @@ def make_data(cfg: AucBenchConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return scores, labels
 
 
-def _median_seconds(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _sklearn(scores: Any, labels: Any) -> list[float]:
     from sklearn.metrics import roc_auc_score
 
     return [float(roc_auc_score(labels[:, j], scores[:, j])) for j in range(scores.shape[1])]
 
 
-def _device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
 def run(cfg: AucBenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     scores32, labels = make_data(cfg)
     cases = {"fp32": scores32, "bf16": scores32.to(torch.bfloat16)}
     results: dict[str, dict[str, Any]] = {}
-    no_sync: Callable[[], None] = lambda: None  # noqa: E731
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+
+    def seconds(fn: Callable[[], Any], device: torch.device) -> float:
+        return median_ms(fn, cfg.repeats, 1, device) / 1e3
+
     for name, scores in cases.items():
         s_np, y_np = scores.float().numpy(), labels.numpy()
         want = torch.tensor(_sklearn(s_np, y_np), dtype=torch.float64)
-        cell: dict[str, Any] = {
-            "sklearn_s": _median_seconds(lambda s=s_np, y=y_np: _sklearn(s, y), cfg.repeats, no_sync)
-        }
+        cell: dict[str, Any] = {"sklearn_s": seconds(lambda s=s_np, y=y_np: _sklearn(s, y), cpu)}
         got = multilabel_auc(scores, labels)
-        cell["pytorch_cpu_s"] = _median_seconds(
-            lambda s=scores: multilabel_auc(s, labels), cfg.repeats, no_sync
-        )
+        cell["pytorch_cpu_s"] = seconds(lambda s=scores: multilabel_auc(s, labels), cpu)
         cell["pytorch_cpu_max_abs_diff"] = float((got - want).abs().max())
         if torch.cuda.is_available():
             s_gpu, y_gpu = scores.cuda(), labels.cuda()
             for arm, kernel in (("pytorch_gpu", Kernel.PYTORCH), ("triton_gpu", Kernel.TRITON)):
                 got = multilabel_auc(s_gpu, y_gpu, kernel=kernel).cpu()
                 cell[f"{arm}_max_abs_diff"] = float((got - want).abs().max())
-                cell[f"{arm}_s"] = _median_seconds(
-                    lambda k=kernel, s=s_gpu, y=y_gpu: multilabel_auc(s, y, kernel=k),
-                    cfg.repeats,
-                    torch.cuda.synchronize,
+                cell[f"{arm}_s"] = seconds(
+                    lambda k=kernel, s=s_gpu, y=y_gpu: multilabel_auc(s, y, kernel=k), cuda
                 )
         cell["speedup_vs_sklearn_cpu"] = cell["sklearn_s"] / cell["pytorch_cpu_s"]
         if "triton_gpu_s" in cell:
@@ -140,7 +111,7 @@ def run(cfg: AucBenchConfig, log: Callable[[str], None] = print) -> dict[str, An
         )
     return {
         "summary": {
-            "device": _device_name(),
+            "device": device_name(cuda if torch.cuda.is_available() else cpu),
             "speedup_vs_sklearn_cpu": round(fp32["speedup_vs_sklearn_cpu"], 2),
             "speedup_vs_sklearn_gpu": round(fp32["speedup_vs_sklearn_gpu"], 1) if gpu else None,
             "triton_vs_pytorch_gpu": round(fp32["triton_vs_pytorch_gpu"], 2) if gpu else None,
@@ -152,7 +123,7 @@ def run(cfg: AucBenchConfig, log: Callable[[str], None] = print) -> dict[str, An
             ),
         },
         "config": asdict(cfg),
-        "device": _device_name(),
+        "device": device_name(cuda if torch.cuda.is_available() else cpu),
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "results": results,

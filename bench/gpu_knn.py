@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+if __package__ in (None, ""):  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.gpu_common import cpu_name, percentile, resolve_device, sync
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -135,21 +139,6 @@ def knn(
     return best_v, best_i
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Linear-interpolated percentile (numpy's default), without numpy."""
-    xs = sorted(values)
-    if not xs:
-        return float("nan")
-    pos = (len(xs) - 1) * p / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 @dataclass(frozen=True)
 class GpuKnnConfig:
     sizes: tuple[int, ...] = (1_000_000, 10_000_000)
@@ -167,22 +156,6 @@ class GpuKnnConfig:
     device: str = "auto"
     serving_n: int = 1_000_000  # rows for the ExactIndex (serving path) check; 0 = skip it
     serving_queries: int = 200
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"CPU: {platform.machine()} ({os.cpu_count()} cores)"
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _build(n: int, cfg: GpuKnnConfig, device: torch.device, gt_q: torch.Tensor) -> dict[str, Any]:
@@ -223,7 +196,7 @@ def _time_cell(
     for it in range(cfg.warmup + cfg.iters):
         lo = (it * batch) % max(1, n_pool - batch + 1)
         host_q = pool[lo : lo + batch]
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         q = host_q.to(device, non_blocking=False).to(db.dtype)
         v, i = knn(db, q, cfg.k, cfg.block_elems)
@@ -246,7 +219,7 @@ def _time_cell(
 
 def run(cfg: GpuKnnConfig, out: Path, log: Any = print) -> dict[str, Any]:
     """Run every (size, dtype, batch) cell and write the JSON to ``out``; returns the document."""
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 ground truth must be true fp32
     gt_q = clustered_unit_vectors(cfg.recall_queries, cfg.dim, cfg.spec, queries=True, device=device)
     pool = clustered_unit_vectors(max(cfg.batches) * 4, cfg.dim, cfg.spec, queries=True, device="cpu")
@@ -254,7 +227,7 @@ def run(cfg: GpuKnnConfig, out: Path, log: Any = print) -> dict[str, Any]:
     if device.type == "cuda":
         pool = pool.pin_memory()
     doc: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "device_type": device.type,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
@@ -267,7 +240,7 @@ def run(cfg: GpuKnnConfig, out: Path, log: Any = print) -> dict[str, Any]:
     for n in cfg.sizes:
         t0 = time.perf_counter()
         built = _build(n, cfg, device, gt_q)
-        _sync(device)
+        sync(device)
         log(f"[gpu_knn] n={n:,} generated in {time.perf_counter() - t0:.1f} s on {device}")
         for name, db in built["dbs"].items():
             _, rows = knn(db, gt_q.to(db.dtype), cfg.k, cfg.block_elems)
@@ -380,7 +353,7 @@ def _time_index(index: Any, q: Any, k: int, filters: Any, device: torch.device) 
         index.search(q[i : i + 1], k, fs[i : i + 1])
     lat = []
     for i in range(len(q)):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         index.search(q[i : i + 1], k, fs[i : i + 1])  # results come back to the host: synchronised
         lat.append(time.perf_counter() - t0)

@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -49,26 +47,13 @@ class GRKernelBenchConfig:
     seed: int = 0
 
 
-def _timed(fn: Callable[[], Any], reps: int, warmup: int, sync: Callable[[], None]) -> float:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
-
-
 def run(cfg: GRKernelBenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from bench.gpu_common import median_ms
     from bench.gr_inputs import request_inputs
     from training.ranking.model import GenerativeRanker, GRConfig
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    sync: Callable[[], None] = torch.cuda.synchronize if cuda else (lambda: None)
     base = GRConfig(dropout=0.0)
     batch = request_inputs(base, cfg.history, cfg.targets, seed=cfg.seed, members=cfg.members).to(device)
     request = request_inputs(base, cfg.serve_history, cfg.serve_candidates, seed=cfg.seed + 1).to(device)
@@ -96,9 +81,9 @@ def run(cfg: GRKernelBenchConfig, log: Callable[[str], None] = print) -> dict[st
         model.eval()
         with torch.inference_mode():
             logits[kernel] = {"fp32": model(request).float(), "bf16": serve().float()}
-        results[kernel] = {"serve_ms": _timed(serve, cfg.reps, cfg.warmup, sync)}
+        results[kernel] = {"serve_ms": median_ms(serve, cfg.reps, cfg.warmup, device)}
         model.train()
-        results[kernel]["train_step_ms"] = _timed(step, cfg.reps, cfg.warmup, sync)
+        results[kernel]["train_step_ms"] = median_ms(step, cfg.reps, cfg.warmup, device)
         log(f"{kernel}: " + ", ".join(f"{k}={v:.2f}" for k, v in results[kernel].items()))
     pt, tr = results["pytorch"], results["triton"]
     diff = {p: float((logits["triton"][p] - logits["pytorch"][p]).abs().max()) for p in ("fp32", "bf16")}
