@@ -38,7 +38,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gpu_common import device_name, median_ms
+from bench.gpu_common import device_name, median_ms, write_json
 from kernels import Kernel, multilabel_auc
 
 TASK_RATES = (0.10, 0.30, 0.05, 0.02, 0.005, 0.003)  # click, skip, long_dwell, like, comment, share
@@ -166,9 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc["git_commit"] = args.git_commit
     if args.gpu_json is not None:
         doc = merge_gpu(doc, json.loads(args.gpu_json.read_text()))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps(doc["summary"], indent=2))
+    write_json(doc, args.out)
     return 0
 
 

@@ -3,6 +3,7 @@ that machine has neither this project's virtualenv nor numpy-free guarantees bey
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -64,3 +65,10 @@ def median_ms(fn: Callable[[], Any], reps: int, warmup: int, device: torch.devic
         sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
+
+
+def write_json(doc: dict[str, Any], out: Path) -> None:
+    """Write a report JSON (parents created) and echo its summary: what a GPU script leaves in $OUT."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    print(json.dumps(doc.get("summary"), indent=2), flush=True)

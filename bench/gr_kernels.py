@@ -20,7 +20,6 @@ GPU) — useful as a check that the switch works, meaningless as a timing; ``--s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -129,9 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     doc = run(cfg, log=lambda m: print(m, flush=True))
     doc["git_commit"] = args.git_commit
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps(doc["summary"], indent=2))
+    from bench.gpu_common import write_json
+
+    write_json(doc, args.out)
     return 0
 
 
