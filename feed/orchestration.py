@@ -58,7 +58,6 @@ def airflow_env(paths: FeedPaths, base: Mapping[str, str] | None = None) -> dict
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "FEED_HOME": str(paths.home),
     }
     for key, value in defaults.items():
