@@ -27,6 +27,7 @@ from feed.commands import ranking_set as ranking_set_cmds
 from feed.commands import retrieval_set as retrieval_set_cmds
 from feed.commands import retrieval_train as retrieval_train_cmds
 from feed.commands.airflow import airflow_app
+from feed.commands.model import model_app
 from feed.config import FeedSettings
 
 app = typer.Typer(
@@ -100,6 +101,7 @@ bench_app.command("auc")(ranking_bench_cmds.auc)
 bench_app.command("scoring")(bench_cmds.scoring)
 app.add_typer(bench_app, name="bench", no_args_is_help=True)
 app.add_typer(airflow_app, name="airflow", no_args_is_help=True)
+app.add_typer(model_app, name="model", no_args_is_help=True)
 
 app.command("demo")(demo_cmds.demo)
 
