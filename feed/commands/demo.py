@@ -1,36 +1,40 @@
-"""``feed demo``: the main job end to end on embedded defaults, with a progress line per stage.
+"""``feed demo``: the main job end to end on embedded defaults, through the Airflow DAGs, with a progress line
+per stage and ``reports/demo.json`` (seconds per stage).
 
-synth → ingest (validated) → Spark features → GX gate → Delta → Feast apply + materialize → one member's
-online features and a point-in-time training frame → retrieval set → dual encoder → Recall@10 → quality gate →
-post/member embeddings → Milvus collection + alias → one member's top-10 retrieved posts.
+Airflow metadata DB → DAG ``feed_features`` (initial load: synth → ingest → Spark features for every snapshot
+→ GX gate → drift → Delta → Feast) → one member's online features and a point-in-time training frame → DAG
+``feed_retrieval_training`` (set → encoder → Recall@10 gate → embeddings → Milvus alias → Feast) → DAG
+``feed_ranking_training`` (sequences → GR → per-task AUC gate) → the member's top-10 from Milvus. Each DAG
+runs as one ``airflow dags test`` (no scheduler), exactly the code a scheduler would run.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from feed.commands.pipeline import ensure_raw_data
-
-DEMO_VERSION = "demo"  # artifacts/retrieval/demo, Milvus collection posts_demo
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     import pandas as pd
 
     from feed.config import FeedPaths
+    from feed.orchestration import DagTestResult
 
 
 @contextmanager
-def _stage(number: int, total: int, title: str) -> Iterator[None]:
+def _stage(number: int, total: int, title: str, stages: dict[str, float], name: str) -> Iterator[None]:
+    """Print the progress line of one stage and record its seconds in ``stages[name]``."""
     typer.secho(f"[{number}/{total}] {title}", bold=True)
     t0 = time.perf_counter()
     yield
-    typer.echo(f"      done in {time.perf_counter() - t0:.1f}s")
+    stages[name] = time.perf_counter() - t0
+    typer.echo(f"      done in {stages[name]:.1f}s")
 
 
 def _demo_member(paths: FeedPaths) -> int:
@@ -59,85 +63,6 @@ def _training_entities(paths: FeedPaths, member_id: int, n: int = 8) -> pd.DataF
     posts = delta_io.read(paths.table("raw_posts"), columns=["post_id", "author_id"]).to_pandas()
     frame = imps.sort_values("event_timestamp").tail(n).merge(posts, on="post_id", how="left")
     return frame[["member_id", "post_id", "author_id", "event_timestamp", *LABELS]].reset_index(drop=True)
-
-
-def _retrieval(paths: FeedPaths, *, steps: int, seed: int) -> bool:
-    """Build the retrieval set, fine-tune the CPU-profile dual encoder briefly, and compare its Recall@10 with
-    the untrained encoder and the popularity / TF-IDF / BM25 baselines on the test days. Quality gate: the
-    fine-tuned encoder is promoted (``artifacts/retrieval/CURRENT``) only when it beats the untrained one on
-    the test anchors; returns whether it was."""
-    from training.data.retrieval_set import RetrievalSet, RetrievalSetConfig, build_retrieval_set
-    from training.retrieval.pipeline import RetrievalRunConfig, train_and_evaluate
-    from training.retrieval.train import promote
-
-    rset = RetrievalSet.load(build_retrieval_set(paths, RetrievalSetConfig(name="demo", seed=seed)))
-    sizes = {split: len(rset.anchors(split)) for split in ("train", "validation", "test")}
-    typer.echo(f"      anchors: {sizes}")
-    cfg = RetrievalRunConfig(profile="cpu", steps=steps, seed=seed, max_eval_anchors=500, progress=False)
-    out = train_and_evaluate(rset, cfg, paths.artifacts / "retrieval" / DEMO_VERSION)
-    typer.echo(
-        f"      fine-tuned {out.train.step} steps in {out.train.seconds:.0f}s: "
-        f"loss {out.train.first_loss:.3f} → {out.train.final_loss:.3f}; model in {out.out_dir}"
-    )
-    n = out.results["fine_tuned"]["n_evaluated"]
-    typer.echo(f"      Recall@10 on {n} test anchors (exact search over the posts live that day):")
-    for name, metrics in sorted(out.results.items(), key=lambda kv: -(kv[1].get("recall_at_10") or 0)):
-        value = metrics.get("recall_at_10")
-        typer.echo(f"        {name:<12} {'–' if value is None else f'{value:.3f}'}")
-    tuned = out.results["fine_tuned"].get("recall_at_10") or 0.0
-    untrained = out.results.get("pretrained", {}).get("recall_at_10") or 0.0
-    passed = tuned > untrained
-    if passed:
-        promote(paths.artifacts / "retrieval", DEMO_VERSION)
-        typer.echo(f"      gate passed ({tuned:.3f} > untrained {untrained:.3f}): promoted {DEMO_VERSION}")
-    else:
-        typer.echo(f"      gate FAILED ({tuned:.3f} ≤ untrained {untrained:.3f}): {DEMO_VERSION} unpromoted")
-    return passed
-
-
-def _index(paths: FeedPaths, *, promoted: bool) -> None:
-    """Embed the live posts and the members with the demo encoder, build ``posts_<version>`` in a local Milvus
-    Lite server behind the alias ``posts``, and print the top-10 posts retrieved for the demo member."""
-    from feed.commands.index import member_top_posts
-    from serving.index import lite
-    from serving.index.backfill import backfill
-    from serving.index.milvus import IndexConfig, MilvusPostIndex
-    from training.retrieval.export import ExportConfig, export_members, export_posts
-
-    export = ExportConfig(version=DEMO_VERSION, progress=False)
-    for result in (export_posts(paths, export), export_members(paths, export)):
-        skipped = f", skipped {result.skipped}" if result.skipped else ""
-        typer.echo(
-            f"      {result.kind} embeddings: {result.rows:,} × {result.dim} "
-            f"({result.rows_per_second:.0f}/s{skipped}) → {result.table.name} v{result.delta_version}"
-        )
-    started = lite.running_server(paths) is None
-    config = IndexConfig()
-    try:
-        # a gate failure still shows retrieval, from the unpromoted version, and says so
-        built = backfill(paths, config, model_version=DEMO_VERSION, allow_non_current=not promoted)
-        server = lite.running_server(paths)
-        typer.echo(
-            f"      Milvus Lite at {server.uri if server else '?'}: {built.collection} "
-            f"({built.rows:,} posts, {built.index_type}, {built.seconds.get('total', 0):.1f}s) "
-            f"← alias {built.alias}"
-        )
-        index = MilvusPostIndex.open(config, paths, expect_model_version=DEMO_VERSION)
-        member_id = _demo_member(paths)
-        result, ranked = member_top_posts(paths, index, member_id, 10)
-        typer.secho(
-            f"\n  top-10 retrieved for member_id={member_id} (own and already-seen posts excluded)", bold=True
-        )
-        for rank, row in enumerate(ranked.itertuples(index=False), start=1):
-            text = " ".join(str(row.text or row.article_title or "").split())
-            created = _day(row.created_at)
-            typer.echo(
-                f"    {rank:>2}. post {row.post_id:<6} {row.format:<8} {created}  "
-                f"cos {row.score:.3f}  {text[:60]}"
-            )
-    finally:
-        if started:
-            lite.stop_server(paths)
 
 
 def _day(value: object) -> str:
@@ -175,6 +100,20 @@ def _compact(frame: pd.DataFrame) -> pd.DataFrame:
     return shown.rename(columns=lambda c: c.split("__")[-1])
 
 
+def _logical_date(paths: FeedPaths, scale: str, seed: int) -> tuple[dt.date, dt.date]:
+    """(first snapshot, last snapshot) of the data the demo runs on: the lake's impressions when a lake
+    exists, else the synthetic set the features DAG will generate (the day after the first/last event)."""
+    from feed.flows.features import impression_span
+    from pipelines.synth import synth_config
+
+    try:
+        first, last = impression_span(paths)
+    except Exception:  # no lake yet: the features DAG's ingest task generates it
+        cfg = synth_config(scale, seed)
+        first, last = cfg.start, cfg.start + dt.timedelta(days=cfg.days) - dt.timedelta(microseconds=1)
+    return first.date() + dt.timedelta(days=1), last.date() + dt.timedelta(days=1)
+
+
 def demo(
     ctx: typer.Context,
     scale: Annotated[str, typer.Option(help="Synthetic scale: tiny | small | medium")] = "tiny",
@@ -182,45 +121,41 @@ def demo(
     retrieval_steps: Annotated[
         int, typer.Option(help="Optimizer steps of the demo's dual-encoder fine-tuning (cpu profile)", min=1)
     ] = 150,
-    retrieval: Annotated[bool, typer.Option("--retrieval/--no-retrieval", help="Train the retriever")] = True,
+    ranking_steps: Annotated[
+        int, typer.Option(help="Optimizer steps of the demo's GR training", min=1)
+    ] = 150,
+    retrieval: Annotated[
+        bool, typer.Option("--retrieval/--no-retrieval", help="Run the two training DAGs too")
+    ] = True,
 ) -> None:
-    """Run the main job end to end: synth → ingest → Spark features → GX gate → Delta → Feast → print."""
-    import pandas as pd
-
+    """Run the main job end to end through the Airflow DAGs (`airflow dags test`, SQLite metadata DB):
+    feed_features (synth → ingest → Spark features → GX gate → drift → Delta → Feast) →
+    feed_retrieval_training (encoder → gate → Milvus) → feed_ranking_training (GR → gate) → a member's feed;
+    writes reports/demo.json."""
+    from feed.orchestration import dags_test, migrate
+    from feed.reports import write_report
     from pipelines import feature_store
-    from pipelines.features.build import build_features
-    from pipelines.quality.gate import validate_published
 
     settings = ctx.obj
     paths = settings.paths()
-    total = 7 if retrieval else 5
+    total = 6 if retrieval else 3
+    stages: dict[str, float] = {}
     t_start = time.perf_counter()
-    with _stage(1, total, f"synthetic data ({scale}, seed {seed}) → validated raw Delta tables"):
-        ensure_raw_data(settings, scale=scale, seed=seed)
-
-    with _stage(2, total, "Spark features (daily snapshots, percentile buckets) → GX gate → Delta"):
-        report = build_features(paths, settings.spark())
-        for table in report.tables:
-            status = f"published v{table.gate.version}" if table.passed else "QUARANTINED"
-            typer.echo(f"      {table.table:<16} {table.rows:>10,} rows  {status}")
-        if not report.passed:
-            for table in report.tables:
-                if not table.passed:
-                    typer.echo(table.gate.summary, err=True)
-            raise typer.Exit(code=1)
-
-    with _stage(3, total, "data-quality summary of the published tables"):
-        for result in validate_published(paths):
-            mark = "ok " if result.passed else "FAIL"
-            typer.echo(f"      {mark} {result.table:<16} v{result.version}  {result.rows:,} rows")
-
-    end = pd.Timestamp(report.snapshots.end, tz="UTC").to_pydatetime()
-    with _stage(4, total, f"Feast apply + materialize-incremental (up to {end:%Y-%m-%d %H:%M} UTC)"):
-        views = feature_store.apply(paths)
-        feature_store.materialize_incremental(paths, end)
-        typer.echo(f"      {len(views)} feature views registered; online store: {paths.feast}")
-
-    with _stage(5, total, "one member's online features and a point-in-time training frame"):
+    with _stage(1, total, "Airflow metadata DB (SQLite) → airflow db migrate", stages, "airflow_init"):
+        typer.echo(f"      AIRFLOW_HOME {migrate(paths)}")
+    first, last = _logical_date(paths, scale, seed)
+    conf = {"scale": scale, "seed": seed, "backfill_from": first.isoformat()}
+    with _stage(
+        2,
+        total,
+        f"DAG feed_features {last} (initial load from {first}): synth {scale} → ingest → Spark "
+        "features → GX gate → drift → Delta → Feast",
+        stages,
+        "feed_features",
+    ):
+        _run_dag(dags_test(paths, "feed_features", last, conf))
+    title = "one member's online features and a point-in-time training frame"
+    with _stage(3, total, title, stages, "feast"):
         member_id = _demo_member(paths)
         online = feature_store.online_features(paths, "retrieval_member_v1", [{"member_id": member_id}])
         typer.secho(f"\n  online features, retrieval_member_v1, member_id={member_id}", bold=True)
@@ -235,8 +170,86 @@ def demo(
         typer.echo(_compact(frame).to_string())
         typer.echo(f"      ({len(frame.columns)} columns in all; lists shown by length, a selection printed)")
     if retrieval:
-        with _stage(6, total, f"retrieval set → dual encoder ({retrieval_steps} steps) → Recall@10"):
-            promoted = _retrieval(paths, steps=retrieval_steps, seed=seed)
-        with _stage(7, total, "embeddings → Milvus (posts_<version>, alias posts) → a member's top-10"):
-            _index(paths, promoted=promoted)
-    typer.secho(f"\ndemo finished in {time.perf_counter() - t_start:.0f}s", fg=typer.colors.GREEN, bold=True)
+        retrieval_conf = {"profile": "cpu", "steps": retrieval_steps, "seed": seed, "max_eval_anchors": 500}
+        with _stage(
+            4,
+            total,
+            f"DAG feed_retrieval_training {last}: set → encoder ({retrieval_steps} steps) → Recall@10 "
+            "gate → embeddings → Milvus alias → Feast",
+            stages,
+            "feed_retrieval_training",
+        ):
+            _run_dag(dags_test(paths, "feed_retrieval_training", last, retrieval_conf))
+            _print_gate(paths.artifacts / "retrieval")
+        with _stage(
+            5,
+            total,
+            f"DAG feed_ranking_training {last}: sequences → GR ({ranking_steps} steps) → per-task AUC gate",
+            stages,
+            "feed_ranking_training",
+        ):
+            ranking_conf = {"steps": ranking_steps, "seed": seed}
+            _run_dag(dags_test(paths, "feed_ranking_training", last, ranking_conf))
+            _print_gate(paths.artifacts / "ranking")
+        with _stage(
+            6, total, "serving: Milvus Lite behind the alias `posts` → a member's feed", stages, "feed"
+        ):
+            _show_feed(paths, member_id)
+    seconds = time.perf_counter() - t_start
+    out = write_report(
+        "demo",
+        {"seconds": round(seconds, 1), "stages": {k: round(v, 1) for k, v in stages.items()}},
+        {
+            "scale": scale,
+            "seed": seed,
+            "retrieval_steps": retrieval_steps,
+            "ranking_steps": ranking_steps,
+            "retrieval": retrieval,
+            "logical_date": last.isoformat(),
+            "backfill_from": first.isoformat(),
+        },
+        notes=[
+            "stages 2, 4 and 5 are `airflow dags test` runs of the DAGs in dags/ (SQLite metadata DB under "
+            "FEED_HOME/airflow); 3 and 6 read what they produced"
+        ],
+        subdir="",
+    )
+    typer.secho(f"\ndemo finished in {seconds:.0f}s ({out})", fg=typer.colors.GREEN, bold=True)
+
+
+def _run_dag(result: DagTestResult) -> None:
+    typer.echo(f"      {result.dag_id}: {result.state} in {result.seconds:.0f}s (log {result.log})")
+
+
+def _print_gate(model_dir: Path) -> None:
+    from training.versions import current_version
+
+    typer.echo(f"      serving {model_dir.name}: {current_version(model_dir) or '(none promoted)'}")
+
+
+def _show_feed(paths: FeedPaths, member_id: int) -> None:
+    """Start the local Milvus Lite server (if it is not running), search the serving alias for the member's
+    top-10 posts with the serving filters, print them, and stop the server if this started it."""
+    from feed.commands.index import member_top_posts
+    from serving.index import lite
+    from serving.index.milvus import IndexConfig, MilvusPostIndex
+
+    started = lite.running_server(paths) is None
+    server = lite.ensure_server(paths)
+    try:
+        index = MilvusPostIndex.open(IndexConfig(), paths)
+        _, ranked = member_top_posts(paths, index, member_id, 10)
+        typer.echo(f"      Milvus Lite at {server.uri}: alias posts")
+        typer.secho(
+            f"\n  top-10 retrieved for member_id={member_id} (own and already-seen posts excluded)", bold=True
+        )
+        for rank, row in enumerate(ranked.itertuples(index=False), start=1):
+            text = " ".join(str(row.text or row.article_title or "").split())
+            created = _day(row.created_at)
+            typer.echo(
+                f"    {rank:>2}. post {row.post_id:<6} {row.format:<8} {created}  "
+                f"cos {row.score:.3f}  {text[:60]}"
+            )
+    finally:
+        if started:
+            lite.stop_server(paths)
