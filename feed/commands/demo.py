@@ -222,9 +222,30 @@ def _run_dag(result: DagTestResult) -> None:
 
 
 def _print_gate(model_dir: Path) -> None:
+    """The served version and the numbers its gate saw (written by the DAG's evaluate task)."""
+    import json
+
     from training.versions import current_version
 
-    typer.echo(f"      serving {model_dir.name}: {current_version(model_dir) or '(none promoted)'}")
+    version = current_version(model_dir)
+    typer.echo(f"      serving {model_dir.name}: {version or '(none promoted)'}")
+    if version is None:
+        return
+    gate_file = model_dir / version / "gate_eval.json"  # retrieval: candidate vs current / untrained
+    if gate_file.is_file():
+        g = json.loads(gate_file.read_text())["summary"]
+        against = g.get("current_version") or "the untrained encoder"
+        baseline = g.get("current_recall_at_10", g.get("pretrained_recall_at_10"))
+        shown = "–" if baseline is None else f"{baseline:.3f}"
+        typer.echo(
+            f"      Recall@10 on {g['n_evaluated']} test anchors: {g['candidate_recall_at_10']:.3f} "
+            f"vs {against} {shown}"
+        )
+    metrics_file = model_dir / version / "metrics.json"  # ranking: per-task AUC on validation and test
+    evaluation = json.loads(metrics_file.read_text()).get("eval", {}) if metrics_file.is_file() else {}
+    if "test" in evaluation:
+        aucs = ", ".join(f"{k[4:]} {v:.3f}" for k, v in evaluation["test"].items() if k.startswith("auc_"))
+        typer.echo(f"      test AUC: {aucs}")
 
 
 def _show_feed(paths: FeedPaths, member_id: int) -> None:
