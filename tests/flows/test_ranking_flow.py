@@ -6,12 +6,9 @@ gate's decision rule on plain dicts."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,7 +16,7 @@ import pytest
 from feed.config import FeedPaths, FeedSettings
 
 if TYPE_CHECKING:
-    from tests.training.conftest import BuiltRankingSet
+    from tests.conftest import BuiltRankingSet
 
 # Small but meaningful: at this size the GR clearly learns click on tiny (tests/training/ranking/test_train.py
 # uses the same shape); the shuffled-label control cannot.
@@ -31,24 +28,6 @@ CONF: dict[str, Any] = {
     "max_history": 256,
     "device": "cpu",
 }
-
-
-def _training_fixtures() -> ModuleType:
-    """tests/training/conftest.py, loaded by path (tests/ is not a package under --import-mode=importlib),
-    for its session-scoped ``ranking_set``."""
-    name = "feed_tests_training_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "training" / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file executes
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ranking_set = _training_fixtures().ranking_set  # the GR set on tiny, with a planted promoted retrieval model
 
 
 # --- the decision rule (fast)

@@ -1,5 +1,5 @@
 """The GR ranking set (pipelines/ranking_set.py) built on ``tiny`` and read back by
-training/data/ranking_data.py. One build per session: ``ranking_set`` in tests/training/conftest.py."""
+training/data/ranking_data.py. One build per session: ``ranking_set`` in tests/conftest.py."""
 
 from __future__ import annotations
 

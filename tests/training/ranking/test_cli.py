@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from feed.cli import app
 
 if TYPE_CHECKING:
-    from tests.training.conftest import BuiltRankingSet
+    from tests.conftest import BuiltRankingSet
 
 
 def _home(ranking_set: BuiltRankingSet) -> list[str]:

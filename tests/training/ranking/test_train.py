@@ -16,7 +16,7 @@ import torch
 from training.ranking.metrics import summarize
 
 if TYPE_CHECKING:
-    from tests.training.conftest import BuiltRankingSet
+    from tests.conftest import BuiltRankingSet
 
 STEPS = 60
 BUDGET = 8192
