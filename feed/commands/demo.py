@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-    from feed.config import FeedPaths
+    from feed.config import FeedPaths, FeedSettings
     from feed.orchestration import DagTestResult
 
 
@@ -100,15 +100,16 @@ def _compact(frame: pd.DataFrame) -> pd.DataFrame:
     return shown.rename(columns=lambda c: c.split("__")[-1])
 
 
-def _logical_date(paths: FeedPaths, scale: str, seed: int) -> tuple[dt.date, dt.date]:
+def _logical_date(settings: FeedSettings, scale: str, seed: int) -> tuple[dt.date, dt.date]:
     """(first snapshot, last snapshot) of the data the demo runs on: the lake's impressions when a lake
     exists, else the synthetic set the features DAG will generate (the day after the first/last event)."""
+    from feed.commands.pipeline import raw_lake_ready
     from feed.flows.features import impression_span
     from pipelines.synth import synth_config
 
-    try:
-        first, last = impression_span(paths)
-    except Exception:  # no lake yet: the features DAG's ingest task generates it
+    if raw_lake_ready(settings):
+        first, last = impression_span(settings.paths())
+    else:  # no lake yet: the features DAG's ingest task generates it
         cfg = synth_config(scale, seed)
         first, last = cfg.start, cfg.start + dt.timedelta(days=cfg.days) - dt.timedelta(microseconds=1)
     return first.date() + dt.timedelta(days=1), last.date() + dt.timedelta(days=1)
@@ -143,7 +144,7 @@ def demo(
     t_start = time.perf_counter()
     with _stage(1, total, "Airflow metadata DB (SQLite) → airflow db migrate", stages, "airflow_init"):
         typer.echo(f"      AIRFLOW_HOME {migrate(paths)}")
-    first, last = _logical_date(paths, scale, seed)
+    first, last = _logical_date(settings, scale, seed)
     conf = {"scale": scale, "seed": seed, "backfill_from": first.isoformat()}
     with _stage(
         2,
