@@ -84,12 +84,9 @@ class RankingRunConfig:
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any] | None) -> RankingRunConfig:
         """Parse a DAG run conf; unknown keys are an error (a typo must not silently train the default)."""
-        conf = dict(conf or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(conf) - known)
-        if unknown:
-            raise ValueError(f"unknown feed_ranking_training conf keys {unknown}; known: {sorted(known)}")
-        return cls(**conf)
+        from feed.flows import config_from_conf
+
+        return config_from_conf(cls, conf, "feed_ranking_training")
 
     def train_config(self) -> RankingTrainConfig:
         from training.ranking.train import RankingTrainConfig

@@ -14,7 +14,6 @@ overwrites the served model's files before its replacement is known to be good.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -71,12 +70,9 @@ class RetrievalTrainingConfig:
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any] | None) -> RetrievalTrainingConfig:
         """Parse a DAG run conf; unknown keys are an error (a typo must not silently train the default)."""
-        conf = dict(conf or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(conf) - known)
-        if unknown:
-            raise ValueError(f"unknown feed_retrieval_training conf keys {unknown}; known: {sorted(known)}")
-        return cls(**conf)
+        from feed.flows import config_from_conf
+
+        return config_from_conf(cls, conf, "feed_retrieval_training")
 
     def run_config(self) -> RetrievalRunConfig:
         from training.retrieval.pipeline import RetrievalRunConfig
