@@ -51,19 +51,27 @@ def pack_keys(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return key
 
 
-def sorted_keys(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per column, the scores in ascending order and their labels → (score_key (T, N) int64, label (T, N)
-    int64). Float scores are compared as :func:`orderable_int` keys."""
+def sort_columns(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every column sorted by score, shared by the reference and the Triton kernel → ``(packed, None)`` for
+    fp32-or-narrower scores (int64 ``key << 1 | label``, one value sort carries the labels) or ``(key,
+    label)`` for integer and fp64 scores (64-bit keys, labels gathered by the argsort, int8); (T, N) each."""
     if scores.is_floating_point() and scores.dtype != torch.float64:
         packed = pack_keys(scores, labels)  # (T, N)
         if packed.device.type == "cpu":
-            packed = torch.from_numpy(np.sort(packed.numpy(), axis=1))
-        else:
-            packed = torch.sort(packed, dim=1).values
-        return packed >> 1, packed & 1
+            return torch.from_numpy(np.sort(packed.numpy(), axis=1)), None
+        return torch.sort(packed, dim=1).values, None
     key = orderable_int(scores.T) if scores.is_floating_point() else scores.T.to(torch.int64)
     key, order = torch.sort(key, dim=1)
-    return key, torch.gather(labels.T.to(torch.int64), 1, order)
+    return key, torch.gather(labels.T.to(torch.int8), 1, order)
+
+
+def sorted_keys(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column, the scores in ascending order and their labels → (score_key (T, N) int64, label (T, N)
+    int64). Float scores are compared as :func:`orderable_int` keys."""
+    keys, label = sort_columns(scores, labels)
+    if label is None:
+        return keys >> 1, keys & 1
+    return keys, label.to(torch.int64)
 
 
 def rank_statistic(key: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from kernels.common import triton_interpreting
-from kernels.pytorch.pt_multilabel_auc import auc_from_statistic, orderable_int, pack_keys
+from kernels.pytorch.pt_multilabel_auc import auc_from_statistic, sort_columns
 
 
 @triton.jit
@@ -106,14 +106,9 @@ def triton_multilabel_auc(
     n, t = scores.shape
     if n == 0 or t == 0:
         return torch.full((t,), float("nan"), dtype=torch.float64, device=scores.device)
-    packed = scores.is_floating_point() and scores.dtype != torch.float64
-    if packed:  # order-preserving score bits and the label in one int64: a value sort carries the labels
-        keys = torch.sort(pack_keys(scores, labels), dim=1).values
-        label = keys  # unused by the kernels (PACKED)
-    else:
-        key = orderable_int(scores.T) if scores.is_floating_point() else scores.T.to(torch.int64)
-        keys, order = torch.sort(key, dim=1)
-        label = torch.gather(labels.T.to(torch.int8), 1, order)
+    keys, gathered = sort_columns(scores, labels)
+    packed = gathered is None  # the label is bit 0 of each key
+    label = keys if gathered is None else gathered  # unused by the kernels when PACKED
     keys, label = keys.contiguous(), label.contiguous()
     block = block or (32 if triton_interpreting() else 2048)
     n_chunks = triton.cdiv(n, block)
