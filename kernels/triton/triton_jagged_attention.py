@@ -318,6 +318,14 @@ def _bwd_dkdv_kernel(
         tl.store(DV + kptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
+# name → (jitted kernel, autotuning configs, autotuning key): the one table _tuned and _launch read
+_KERNELS: dict[str, tuple[Any, tuple[BlockConfig, ...], list[str]]] = {
+    "fwd": (_fwd_kernel, TUNED_FWD, ["BLOCK_D", "CACHED"]),
+    "dq": (_bwd_dq_kernel, TUNED_DQ, ["BLOCK_D"]),
+    "dkdv": (_bwd_dkdv_kernel, TUNED_DKDV, ["BLOCK_D"]),
+}
+
+
 def _triton_configs(configs: tuple[BlockConfig, ...]) -> list[triton.Config]:
     return [
         triton.Config(
@@ -332,18 +340,14 @@ def _tuned(name: str) -> Any:
     """The autotuned launcher of one kernel (built on first GPU use: the interpreter refuses autotuning).
     Tuned per (head-dim tile, causal/cached mode, dtypes); every config rewrites all of its outputs, so the
     autotuner's trial runs leave nothing behind."""
-    kernel, configs, key = {
-        "fwd": (_fwd_kernel, TUNED_FWD, ["BLOCK_D", "CACHED"]),
-        "dq": (_bwd_dq_kernel, TUNED_DQ, ["BLOCK_D"]),
-        "dkdv": (_bwd_dkdv_kernel, TUNED_DKDV, ["BLOCK_D"]),
-    }[name]
+    kernel, configs, key = _KERNELS[name]
     return triton.autotune(configs=_triton_configs(configs), key=key)(kernel)
 
 
 def tuned_configs() -> dict[str, dict[str, str]]:
     """What the autotuner chose so far, per kernel and tuning key (for benchmark reports)."""
     out: dict[str, dict[str, str]] = {}
-    for name in ("fwd", "dq", "dkdv"):
+    for name in _KERNELS:
         if _tuned.cache_info().currsize and not interpreting():
             out[name] = {str(k): str(v) for k, v in _tuned(name).cache.items()}
     return out
@@ -358,7 +362,7 @@ def _launch(
     *args: Any,
     **kw: Any,
 ) -> None:
-    raw = {"fwd": _fwd_kernel, "dq": _bwd_dq_kernel, "dkdv": _bwd_dkdv_kernel}[name]
+    raw = _KERNELS[name][0]
     if config is None and interpreting():
         config = INTERPRETER_CONFIG
     if config is not None:
