@@ -10,23 +10,32 @@ saving arm includes the final ``wait()`` for its last write. The time inside ``s
 reported beside it: the difference is how much the background writer slowed the steps themselves (CPU,
 memory bandwidth, the GIL for the thread writer).
 
-Writes ``reports/bench/checkpoint.json`` (quick runs: ``<home>/artifacts/reports/bench/``).
+Writes ``reports/bench/checkpoint.json`` (quick runs: ``<home>/artifacts/reports/bench/``). On a machine with
+only torch (the lent GPU machine: no pydantic, no project venv) it runs as a plain script,
+``python3 bench/checkpoint.py --device cuda --out F`` (``scripts/gpu_check.sh <sha> train``).
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from feed.config import REPORTS_DIR, FeedSettings
+if __package__ in (None, ""):  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # feed.config needs pydantic: imported where used, so the script runs on torch alone
     import torch
+
+    from feed.config import FeedSettings
 
 REPORT_NAME = "checkpoint"
 MODES = ("sync", "thread", "process")
@@ -177,26 +186,10 @@ def _summarize(arms: list[dict[str, Any]], cfg: CheckpointBenchConfig) -> dict[s
     return summary
 
 
-def run(
-    settings: FeedSettings | None = None,
-    config: CheckpointBenchConfig | None = None,
-    *,
-    quick: bool = False,
-    reports_dir: Path | None = None,
-    work: Path | None = None,
-) -> Path:
-    """Run the arms and write ``checkpoint.json`` under ``reports_dir`` (default: the repo's reports/, or
-    ``<home>/artifacts/reports`` for a quick run). Checkpoints go to ``work`` (default
-    ``<home>/artifacts/bench/checkpoint``) and are deleted after each arm."""
+def measure(cfg: CheckpointBenchConfig, work: Path) -> dict[str, Any]:
+    """Run the arms (checkpoints under ``work``, deleted after each arm): summary, config, notes, details."""
     import torch
 
-    from feed.reports import write_report
-
-    cfg = config or (quick_config() if quick else CheckpointBenchConfig())
-    paths = (settings or FeedSettings()).paths()
-    if reports_dir is None:
-        reports_dir = paths.artifacts / "reports" if quick else REPORTS_DIR
-    work = work or paths.artifacts / "bench" / "checkpoint"
     work.mkdir(parents=True, exist_ok=True)
     want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(want)
@@ -235,18 +228,90 @@ def run(
     ]
     summary["baseline_loop_s_min"] = round(min(baselines), 3)
     summary["baseline_loop_s_max"] = round(max(baselines), 3)
-    config_doc = {
-        **asdict(cfg),
-        "quick": quick,
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-    }
-    details = {
-        "arms": arms,
-        "seconds": round(time.perf_counter() - began, 1),
-    }
+    config_doc = {**asdict(cfg), "device": str(device), "torch_threads": torch.get_num_threads()}
+    details = {"arms": arms, "seconds": round(time.perf_counter() - began, 1)}
+    return {"summary": summary, "config": config_doc, "notes": notes, "details": details}
+
+
+def run(
+    settings: FeedSettings | None = None,
+    config: CheckpointBenchConfig | None = None,
+    *,
+    quick: bool = False,
+    reports_dir: Path | None = None,
+    work: Path | None = None,
+) -> Path:
+    """Run the arms and write ``checkpoint.json`` under ``reports_dir`` (default: the repo's reports/, or
+    ``<home>/artifacts/reports`` for a quick run). Checkpoints go to ``work`` (default
+    ``<home>/artifacts/bench/checkpoint``) and are deleted after each arm."""
+    from feed.config import REPORTS_DIR, FeedSettings
+    from feed.reports import write_report
+
+    cfg = config or (quick_config() if quick else CheckpointBenchConfig())
+    paths = (settings or FeedSettings()).paths()
+    if reports_dir is None:
+        reports_dir = paths.artifacts / "reports" if quick else REPORTS_DIR
+    began = time.perf_counter()
+    doc = measure(cfg, work or paths.artifacts / "bench" / "checkpoint")
     out = write_report(
-        REPORT_NAME, summary, config_doc, notes=notes, details=details, reports_dir=reports_dir
+        REPORT_NAME,
+        doc["summary"],
+        doc["config"] | {"quick": quick},
+        notes=doc["notes"],
+        details=doc["details"],
+        reports_dir=reports_dir,
     )
     _log(f"wrote {out} in {time.perf_counter() - began:.0f} s")
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Plain-script entry (torch + stdlib only): the arms on ``--device``, the report to ``--out``."""
+    parser = argparse.ArgumentParser(description="Checkpoint stall of a step loop: sync vs async writers")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--quick", action="store_true", help="the tiny preset (a smoke run)")
+    for name in ("width", "depth", "batch", "steps", "every", "rounds"):
+        parser.add_argument(f"--{name}", type=int, default=None)
+    parser.add_argument("--modes", default=None, help="comma-separated: sync, thread, process")
+    parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (a temporary one)")
+    parser.add_argument("--git-commit", default=None)
+    args = parser.parse_args(argv)
+    changes: dict[str, Any] = {"device": args.device}
+    for name in ("width", "depth", "batch", "steps", "every", "rounds"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.modes is not None:
+        changes["modes"] = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if args.no_fsync:
+        changes["fsync"] = False
+    try:
+        cfg = replace(quick_config() if args.quick else CheckpointBenchConfig(), **changes)
+    except ValueError as exc:
+        parser.error(str(exc))
+    import torch
+
+    from bench.gpu_common import device_name, write_json
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_checkpoint_"))
+    try:
+        doc = measure(cfg, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    device = torch.device(doc["config"]["device"])
+    doc = {
+        "summary": doc["summary"],
+        "config": doc["config"] | {"quick": args.quick},
+        "device": device_name(device),
+        "git_commit": args.git_commit,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "notes": doc["notes"],
+        "details": doc["details"],
+    }
+    write_json(doc, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
