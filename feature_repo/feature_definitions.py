@@ -67,6 +67,7 @@ author = Entity(
 
 member_profile_source = _table_source("member_profile_source", "member_profile")
 member_history_source = _table_source("member_history_source", "member_history")
+member_sequence_source = _table_source("member_sequence_source", "member_sequence")
 member_affinity_source = _table_source("member_affinity_source", "member_affinity")
 post_content_source = _table_source("post_content_source", "post_content")
 post_engagement_source = _table_source("post_engagement_source", "post_engagement")
@@ -110,6 +111,23 @@ member_history_fv = FeatureView(
     ],
     online=True,
     source=member_history_source,
+    tags={"team": "member"},
+)
+
+member_sequence_fv = FeatureView(
+    name="member_sequence",
+    entities=[member],
+    ttl=timedelta(days=30),  # as member_history: a month-old history no longer describes the member
+    schema=[
+        # every impression (not only engaged), oldest first / newest last, the newest sequence_max_len before
+        # the snapshot, in the GR ranking set's order (ts, position, event_id); three parallel lists
+        Field(name="post_ids", dtype=Array(Int64)),
+        Field(name="actions", dtype=Array(Int64)),  # action code sum(label_i << i), TASKS order, 0..63
+        Field(name="timestamps", dtype=Array(Int64)),  # epoch seconds
+        Field(name="sequence_length", dtype=Int64),  # uncapped count before the snapshot
+    ],
+    online=True,
+    source=member_sequence_source,
     tags={"team": "member"},
 )
 
@@ -258,6 +276,7 @@ ranking_v1 = FeatureService(
     features=[
         member_profile_fv[["industry", "current_role"]],
         member_history_fv[["engaged_post_ids", "history_length"]],
+        member_sequence_fv,  # the GR's history tokens: post, action, time of every recent impression
         member_affinity_fv,
         post_content_fv[["author_id", "format", "topic", "created_at"]],
         post_engagement_fv,

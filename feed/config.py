@@ -26,6 +26,7 @@ RAW_TABLES = (
 FEATURE_TABLES = (
     "member_profile",
     "member_history",
+    "member_sequence",
     "member_affinity",
     "post_content",
     "post_engagement",

@@ -167,6 +167,20 @@ MEMBER_HISTORY = pa.schema(
     ]
 )
 
+# Every impression (not only engaged ones), as the GR ranker's history tokens: the newest ``sequence_max_len``
+# before the snapshot, oldest first / newest last, in (timestamps, position, event_id) order, i.e. the ranking
+# set's sequence order (pipelines/ranking_set.py). The three lists are parallel.
+MEMBER_SEQUENCE = pa.schema(
+    [
+        pa.field("member_id", pa.int64(), nullable=False),
+        pa.field("post_ids", pa.list_(pa.int64())),
+        pa.field("actions", pa.list_(pa.int64())),  # action code: sum(label_i << i) in LABELS order, 0..63
+        pa.field("timestamps", pa.list_(pa.int64())),  # epoch seconds (impression time floored)
+        pa.field("sequence_length", pa.int64()),  # impressions before the snapshot (uncapped)
+        *_STAMPS,
+    ]
+)
+
 MEMBER_AFFINITY = pa.schema(
     [
         pa.field("member_id", pa.int64(), nullable=False),
@@ -242,6 +256,7 @@ EMBEDDING_POST = pa.schema(
 FEATURE_SCHEMAS: dict[str, pa.Schema] = {
     "member_profile": MEMBER_PROFILE,
     "member_history": MEMBER_HISTORY,
+    "member_sequence": MEMBER_SEQUENCE,
     "member_affinity": MEMBER_AFFINITY,
     "post_content": POST_CONTENT,
     "post_engagement": POST_ENGAGEMENT,
@@ -253,6 +268,7 @@ FEATURE_SCHEMAS: dict[str, pa.Schema] = {
 FEATURE_KEYS: dict[str, str] = {
     "member_profile": "member_id",
     "member_history": "member_id",
+    "member_sequence": "member_id",
     "member_affinity": "member_id",
     "post_content": "post_id",
     "post_engagement": "post_id",

@@ -29,7 +29,7 @@ def build(
         str | None, typer.Option(help="Names the staging/quarantine folders [default: time]")
     ] = None,
 ) -> None:
-    """Build the six feature tables for daily snapshots; each passes the quality gate or is quarantined."""
+    """Build the feature tables for daily snapshots; each passes the quality gate or is quarantined."""
     from pipelines.features.build import EmptyRawDataError, build_features
     from pipelines.features.common import MissingRawTableError
 

@@ -98,6 +98,7 @@ def feature_jobs(
     return {
         "member_profile": lambda: members.member_profile(raw, snaps, created),
         "member_history": lambda: members.member_history(raw, snaps, config, created),
+        "member_sequence": lambda: members.member_sequence(raw, snaps, config, created),
         "member_affinity": lambda: members.member_affinity(raw, snaps, config, created),
         "post_content": lambda: posts.post_content(raw, snaps, created),
         "post_engagement": lambda: posts.post_engagement(raw, snaps, config, created),
@@ -128,8 +129,9 @@ def build_features(
 ) -> BuildReport:
     """Build the feature tables for snapshots ``start``..``end`` (default: the whole impression span).
 
-    ``tables`` picks a subset (default all six). Returns per table the rows, staged path, gate result and
-    seconds; a table the gate refused is quarantined by it and reported, the others are still built.
+    ``tables`` picks a subset (default all of ``FEATURE_TABLES``). Returns per table the rows, staged path,
+    gate result and seconds; a table the gate refused is quarantined by it and reported, the others are still
+    built.
     """
     from pipelines.features.common import load_raw
     from pipelines.quality.gate import gate_and_publish

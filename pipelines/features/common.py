@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipelines.schemas import ENGAGED_LABELS
+from pipelines.schemas import ENGAGED_LABELS, LABELS
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -26,7 +26,8 @@ class RawFrames:
     """The raw tables as Spark DataFrames, already cut at the build's last snapshot (nothing later is read).
 
     ``impressions`` carries an extra ``day`` column (epoch day) and ``engaged`` (0/1), and is cached: every
-    post and member job reads it.
+    post and member job reads it. It keeps ``position`` and all six labels for member_sequence (the action
+    code of every impression).
     """
 
     members: DataFrame
@@ -85,9 +86,8 @@ def load_raw(spark: SparkSession, paths: FeedPaths, cutoff: dt.datetime) -> RawF
             "member_id",
             "post_id",
             "event_timestamp",
-            "like",
-            "comment",
-            "share",
+            "position",
+            *LABELS,
             engaged_col().alias("engaged"),
             day_of(F.col("event_timestamp")).alias("day"),
         )

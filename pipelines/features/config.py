@@ -17,6 +17,9 @@ class FeatureConfig:
     author_window_days: int = 28  # author_stats posts_28d / engagements_28d
     affinity_window_days: int = 28  # member_affinity looks at the last 28 days of engagements
     history_cap: int = 256  # member_history keeps the most recent 256 engaged post ids
+    # member_sequence keeps the newest 1024 impressions: the GR ranker's history length (RankingSetConfig's
+    # max_history), so serving reads as much history as the model was trained on.
+    sequence_max_len: int = 1024
     top_k_authors: int = 20
     top_k_topics: int = 20
 
@@ -27,7 +30,13 @@ class FeatureConfig:
                 f"engagement_windows_days={self.engagement_windows_days} must match the post_engagement "
                 f"schema windows {POST_ENGAGEMENT_WINDOWS} (pipelines/schemas.py)"
             )
-        for name in ("cohort_days", "author_window_days", "affinity_window_days", "history_cap"):
+        for name in (
+            "cohort_days",
+            "author_window_days",
+            "affinity_window_days",
+            "history_cap",
+            "sequence_max_len",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.top_k_authors < 1 or self.top_k_topics < 1:

@@ -1,4 +1,4 @@
-"""Member-side feature jobs: member_profile, member_history, member_affinity (Spark).
+"""Member-side feature jobs: member_profile, member_history, member_sequence, member_affinity (Spark).
 
 These change rarely compared with the number of snapshots, so they emit a row only at the snapshots where the
 value changed; Feast's point-in-time join takes the latest row at or before t, which makes that exact.
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.features.common import day_of, day_range, snapshot_ts
 from pipelines.features.text import topic_column, work_history_column
-from pipelines.schemas import MEMBER_AFFINITY, MEMBER_HISTORY, MEMBER_PROFILE
+from pipelines.schemas import MEMBER_AFFINITY, MEMBER_HISTORY, MEMBER_PROFILE, MEMBER_SEQUENCE
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -127,6 +127,61 @@ def member_history(
             *_stamps(created),
         )
         .select(*MEMBER_HISTORY.names)
+    )
+
+
+def member_sequence(
+    raw: RawFrames, snaps: SnapshotRange, cfg: FeatureConfig, created: dt.datetime
+) -> DataFrame:
+    """Every impression before S as the GR ranker's history: the newest ``sequence_max_len``, oldest first /
+    newest last, with each one's action code and epoch second; a row at each snapshot following a day with
+    impressions (the first such row is the member's first snapshot with any impression).
+
+    Order, action code and seconds are the ranking set's (``pipelines/ranking_set.py``: ``ts`` = the
+    impression time floored to the second, ties by position, then event_id; ``action_code()``), so the
+    history served online is the one the model was trained on."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from pipelines.ranking_set import action_code
+
+    imps = raw.impressions.select(
+        "member_id",
+        "post_id",
+        "event_id",
+        "day",
+        F.unix_seconds(F.col("event_timestamp")).alias("ts"),  # floor to the second
+        F.col("position").cast("int").alias("position"),
+        action_code().cast("long").alias("action"),
+    )
+    in_order = Window.partitionBy("member_id").orderBy("ts", "position", "event_id")
+    numbered = imps.withColumn("idx", F.row_number().over(in_order))
+    # sequence_length at s = d + 1 is the index of the day's last impression (indices count from 1): a day
+    # holds whole seconds, so every impression before S has a smaller index than the day's last one.
+    changes = (
+        numbered.groupBy("member_id", "day")
+        .agg(F.max("idx").alias("sequence_length"))
+        .select("member_id", (F.col("day") + 1).alias("sday"), F.col("sequence_length").cast("long"))
+        .filter(_in_range(snaps))
+    )
+    timelines = numbered.groupBy("member_id").agg(
+        F.array_sort(F.collect_list(F.struct("idx", "post_id", "action", "ts"))).alias("timeline")
+    )
+    length = F.col("sequence_length")
+    cap = F.lit(cfg.sequence_max_len)
+    newest = F.slice("timeline", F.greatest(length - cap + 1, F.lit(1)), F.least(length, cap))
+    return (
+        changes.join(timelines, "member_id")
+        .select("member_id", "sequence_length", "sday", newest.alias("window"))
+        .select(
+            "member_id",
+            F.transform("window", lambda x: x["post_id"]).alias("post_ids"),
+            F.transform("window", lambda x: x["action"]).alias("actions"),
+            F.transform("window", lambda x: x["ts"]).alias("timestamps"),
+            "sequence_length",
+            *_stamps(created),
+        )
+        .select(*MEMBER_SEQUENCE.names)
     )
 
 

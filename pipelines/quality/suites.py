@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -32,6 +33,7 @@ from pipelines.schemas import (
     POST_FORMATS,
     RAW_KEYS,
     RAW_SCHEMAS,
+    TS,
 )
 
 if TYPE_CHECKING:
@@ -51,14 +53,24 @@ NON_NEGATIVE_COLUMNS: dict[str, tuple[str, ...]] = {
     + tuple(f"{c}_{w}" for c in POST_ENGAGEMENT_COUNTS for w in POST_ENGAGEMENT_WINDOWS),
     "author_stats": ("followers", "posts_28d", "engagements_28d"),
     "member_history": ("history_length",),
+    "member_sequence": ("sequence_length",),
 }
 # List columns whose lengths some rule needs (see module docstring).
 LIST_LENGTH_COLUMNS: dict[str, tuple[str, ...]] = {
     "member_history": ("engaged_post_ids",),
+    "member_sequence": ("post_ids", "actions", "timestamps"),
     "member_affinity": ("top_author_ids", "top_author_scores", "top_topics", "top_topic_scores"),
     "member_embeddings": ("embedding",),
     "post_embeddings": ("embedding",),
 }
+
+# member_sequence: derived per-row counts of bad list elements (see sequence_violations) → their check names.
+SEQUENCE_VIOLATIONS: dict[str, str] = {
+    "actions__out_of_range": "action_code_range",
+    "timestamps__unordered": "sequence_ordered",
+    "timestamps__not_before_snapshot": "sequence_before_snapshot",
+}
+N_ACTION_CODES = 1 << len(LABELS)  # action code = sum(label_i << i): 0..63 (training.ranking.features)
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,7 @@ class GateConfig:
     # affinities on a day they did something): a day without changes is an empty batch, and their rows per
     # snapshot swing with activity, so a NEW snapshot has no stable reference. Re-runs of snapshots already
     # published are still held to the previous version's counts (like with like).
-    changes_only: tuple[str, ...] = ("member_profile", "member_history", "member_affinity")
+    changes_only: tuple[str, ...] = ("member_profile", "member_history", "member_sequence", "member_affinity")
     # Clock skew allowed between the machine that stamped the rows and the one running the gate.
     future_tolerance: timedelta = timedelta(0)
     # GX's SUMMARY format gives unexpected counts plus a sample; COMPLETE would list every unexpected row.
@@ -149,12 +161,51 @@ def row_count_bounds(
 
 
 def derive_columns(table: str, batch: pa.Table) -> pa.Table:
-    """A copy of ``batch`` with ``<list column>__length`` added for the list rules of ``table``."""
+    """A copy of ``batch`` with ``<list column>__length`` added for the list rules of ``table`` (and, for
+    member_sequence, per-row counts of bad list elements: :func:`sequence_violations`)."""
     out = batch
     for column in LIST_LENGTH_COLUMNS.get(table, ()):
         if column in out.column_names:
             out = out.append_column(column + LENGTH_SUFFIX, pc.list_value_length(out.column(column)))
+    if table == "member_sequence" and {"actions", "timestamps", TIMESTAMP} <= set(out.column_names):
+        for name, counts in sequence_violations(out).items():
+            out = out.append_column(name, counts)
     return out
+
+
+def _flat(column: pa.ChunkedArray, fill: int) -> tuple[np.ndarray, np.ndarray]:
+    """The elements of a list column (null elements as ``fill``) and the row each belongs to."""
+    lists = column.combine_chunks()
+    values = pc.fill_null(pc.list_flatten(lists), fill).to_numpy(zero_copy_only=False).astype(np.int64)
+    return values, pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+
+
+def sequence_violations(batch: pa.Table) -> dict[str, pa.Array]:
+    """Per row of a member_sequence batch, how many list elements break a rule GX cannot see inside lists:
+
+    * ``actions__out_of_range``: an action code outside 0..63 (or null);
+    * ``timestamps__unordered``: a timestamp smaller than the one before it (oldest first is the contract);
+    * ``timestamps__not_before_snapshot``: a timestamp at or after the row's snapshot (a leak: a snapshot
+      sees only impressions strictly before it), or null.
+    """
+    n = batch.num_rows
+
+    def per_row(rows: np.ndarray) -> pa.Array:
+        return pa.array(np.bincount(rows, minlength=n).astype(np.int64), pa.int64())
+
+    actions, action_rows = _flat(batch.column("actions"), -1)
+    bad_action = (actions < 0) | (actions >= N_ACTION_CODES)
+    ts, ts_rows = _flat(batch.column("timestamps"), np.iinfo(np.int64).max)
+    same_row = ts_rows[1:] == ts_rows[:-1]
+    unordered = same_row & (ts[1:] < ts[:-1])
+    micros = pc.cast(pc.cast(batch.column(TIMESTAMP), TS), pa.int64()).to_numpy(zero_copy_only=False)
+    snapshot_s = np.floor_divide(micros, 1_000_000)  # snapshots are whole seconds (UTC midnights)
+    late = ts >= snapshot_s[ts_rows]
+    return {
+        "actions__out_of_range": per_row(action_rows[bad_action]),
+        "timestamps__unordered": per_row(ts_rows[1:][unordered]),
+        "timestamps__not_before_snapshot": per_row(ts_rows[late]),
+    }
 
 
 def build_suite(table: str, inputs: SuiteInputs, config: GateConfig | None = None) -> ExpectationSuite:
@@ -268,6 +319,17 @@ def _table_specific(table: str) -> list[Expectation]:
     elif table == "member_history":
         # history_length counts every engaged impression; the id list is capped, never longer.
         out.append(a_ge_b("history_length", "engaged_post_ids" + LENGTH_SUFFIX, "history_length_ge_list"))
+    elif table == "member_sequence":
+        # sequence_length counts every impression before S; the lists keep the newest sequence_max_len.
+        out += [
+            a_ge_b("sequence_length", "post_ids" + LENGTH_SUFFIX, "sequence_length_ge_list"),
+            same_length("post_ids", "actions"),
+            same_length("post_ids", "timestamps"),
+        ]
+        out += [
+            gxe.ExpectColumnValuesToBeBetween(column=name, min_value=0, max_value=0, meta={"check": check})
+            for name, check in SEQUENCE_VIOLATIONS.items()
+        ]
     elif table == "member_affinity":
         # Ids and scores are parallel lists: a score without its id (or the reverse) is a broken join.
         out += [

@@ -39,6 +39,10 @@ def _stamps(n: int, at: dt.datetime) -> dict[str, list[dt.datetime]]:
     return {"event_timestamp": [at] * n, "created": [at + dt.timedelta(hours=1)] * n}
 
 
+def _seconds(at: dt.datetime) -> int:
+    return int(at.timestamp())
+
+
 def _member_rows(snap: int, at: dt.datetime) -> dict[str, pa.Table]:
     m = list(MEMBERS)
     n = len(m)
@@ -60,6 +64,17 @@ def _member_rows(snap: int, at: dt.datetime) -> dict[str, pa.Table]:
                 "member_id": m,
                 "engaged_post_ids": [[101, 102][: snap + (i % 2)] for i in m],
                 "history_length": [10 * i + snap for i in m],
+                **_stamps(n, at),
+            }
+        ),
+        # every impression before the snapshot (oldest first), action codes 0..63, epoch seconds before `at`
+        "member_sequence": pa.table(
+            {
+                "member_id": m,
+                "post_ids": [[103, 101, 102][: snap + 1] for _ in m],
+                "actions": [[1, 8 * i, 33][: snap + 1] for i in m],
+                "timestamps": [[_seconds(at) - 3600 * (3 - k) for k in range(snap + 1)] for _ in m],
+                "sequence_length": [20 * i + snap for i in m],
                 **_stamps(n, at),
             }
         ),

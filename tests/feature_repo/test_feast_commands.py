@@ -41,7 +41,7 @@ def test_feature_commands(tmp_path: Path, fabricate: Any) -> None:
 
     applied = runner.invoke(app, ["apply"])
     assert applied.exit_code == 0, applied.output
-    assert "applied 8 feature views" in applied.output
+    assert "applied 9 feature views" in applied.output
     end = (fab.t + dt.timedelta(minutes=30)).isoformat()
     materialized = runner.invoke(app, ["materialize", "--end", end])
     assert materialized.exit_code == 0, materialized.output

@@ -44,6 +44,7 @@ def test_definitions_follow_the_contract(tmp_path: Path) -> None:
     assert set(views) == {
         "member_profile",
         "member_history",
+        "member_sequence",
         "member_affinity",
         "post_content",
         "post_engagement",
@@ -72,6 +73,27 @@ def test_definitions_follow_the_contract(tmp_path: Path) -> None:
     assert views["post_embedding"].stream_source.name == "post_embedding_push"
     services = {o.name for o in objects if type(o).__name__ == "FeatureService"}
     assert services == set(feature_store.SERVICES)
+
+
+def test_member_sequence_view_is_the_ranker_history(tmp_path: Path) -> None:
+    """member_sequence: the GR's history (post, action, time of every impression), served by ranking_v1."""
+    from feast.types import Array, Int64
+
+    objects = feature_store.load_definitions(FeedPaths(home=tmp_path))
+    view = _views(objects)["member_sequence"]
+    assert view.entities == ["member"]
+    assert view.ttl == dt.timedelta(days=30)
+    assert {f.name: f.dtype for f in view.features} == {
+        "post_ids": Array(Int64),
+        "actions": Array(Int64),
+        "timestamps": Array(Int64),
+        "sequence_length": Int64,
+    }
+    assert view.batch_source.path == str(tmp_path / "data" / "lake" / "member_sequence")
+    ranking = next(o for o in objects if type(o).__name__ == "FeatureService" and o.name == "ranking_v1")
+    projected = {p.name: {f.name for f in p.features} for p in ranking.feature_view_projections}
+    assert projected["member_sequence"] == {"post_ids", "actions", "timestamps", "sequence_length"}
+    assert "member_history" in projected  # the sequence is added beside the engaged history, not instead
 
 
 def test_each_home_gets_its_own_source_paths(tmp_path: Path) -> None:
@@ -172,6 +194,9 @@ def test_online_equals_offline_for_every_feature(materialized_home: Any) -> None
     # list columns came back as lists of the declared element type
     assert online["member_affinity__top_topics"][0] == ["health"]
     assert online["member_history__engaged_post_ids"][0] == [101, 102]
+    assert online["member_sequence__post_ids"][0] == [103, 101, 102]
+    assert online["member_sequence__actions"][0] == [1, 8, 33]
+    assert online["member_sequence__sequence_length"][0] == 22
     assert online["member_embedding__embedding"][0] == [0.125, 0.25, 0.5, -1.0]
     assert online["member_profile__skills"][0] == ["skill1", "s2"]
 
@@ -200,7 +225,13 @@ def test_point_in_time_never_reads_the_future(materialized_home: Any) -> None:
     second = dt.timedelta(seconds=1)
     times = [fab.s1 - second, fab.s1, fab.s2 - second, fab.s2]
     entity_df = pd.DataFrame({"member_id": [1] * 4, "event_timestamp": times})
-    features = ["member_profile:headline", "member_history:history_length", "member_embedding:model_version"]
+    features = [
+        "member_profile:headline",
+        "member_history:history_length",
+        "member_sequence:sequence_length",
+        "member_sequence:timestamps",
+        "member_embedding:model_version",
+    ]
     frame = feature_store.historical_features(paths, entity_df, features).sort_values("event_timestamp")
     assert [_plain(v) for v in frame["member_profile__headline"]] == [
         None,  # before the first snapshot
@@ -209,6 +240,10 @@ def test_point_in_time_never_reads_the_future(materialized_home: Any) -> None:
         "headline m1 s2",
     ]
     assert [_plain(v) for v in frame["member_history__history_length"]] == [None, 11, 11, 12]
+    assert [_plain(v) for v in frame["member_sequence__sequence_length"]] == [None, 21, 21, 22]
+    s1 = int(fab.s1.timestamp())
+    timestamps = [_plain(v) for v in frame["member_sequence__timestamps"]]
+    assert timestamps[:2] == [None, [s1 - 3 * 3600, s1 - 2 * 3600]]  # the S1 row: all before S1
     assert [_plain(v) for v in frame["member_embedding__model_version"]] == [None, "v1", "v1", "v2"]
 
 
@@ -232,7 +267,7 @@ def test_materialize_is_incremental_and_apply_idempotent(materialized_home: Any)
     later = end + dt.timedelta(hours=1)
     starts = feature_store.materialize_incremental(paths, later)
     assert set(starts.values()) == {end}
-    assert len(feature_store.apply(paths)) == 8
+    assert len(feature_store.apply(paths)) == 9
 
 
 @pytest.mark.integration

@@ -82,6 +82,7 @@ def test_spark_offline_store_matches_duckdb(tmp_path: Path, fabricate: Any) -> N
         [
             "member_profile",
             "member_history",
+            "member_sequence",
             "member_affinity",
             "post_content",
             "post_engagement",

@@ -53,7 +53,9 @@ class RawBuilder:
     def follow(self, member_id: int, author_id: int, created_at: dt.datetime) -> None:
         self.follows.append({"member_id": member_id, "author_id": author_id, "created_at": created_at})
 
-    def impression(self, member_id: int, post_id: int, ts: dt.datetime, *labels: str) -> int:
+    def impression(
+        self, member_id: int, post_id: int, ts: dt.datetime, *labels: str, position: int = 0
+    ) -> int:
         unknown = set(labels) - set(LABELS)
         assert not unknown, unknown
         event_id = len(self.impressions) + 1
@@ -64,7 +66,7 @@ class RawBuilder:
             "event_timestamp": ts,
             "session_id": event_id,
             "device_type": "mobile_app",
-            "position": 0,
+            "position": position,
         }
         self.impressions.append(row | {label: int(label in labels) for label in LABELS})
         return event_id

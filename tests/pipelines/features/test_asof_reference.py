@@ -12,6 +12,7 @@ import math
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -21,7 +22,7 @@ from pipelines.features.text import render_work_history, topic_of
 from pipelines.schemas import ENGAGED_LABELS
 
 pytestmark = pytest.mark.integration
-CFG = FeatureConfig()
+CFG = FeatureConfig(sequence_max_len=16)  # small enough that the random members' sequences are cut
 DAY = dt.timedelta(days=1)
 
 
@@ -146,6 +147,47 @@ def test_member_history_from_raw(built, random_lake, snapshots) -> None:
                 before[-CFG.history_cap :],
                 len(before),
             )
+
+
+def test_member_sequence_from_raw(built, random_lake, snapshots) -> None:
+    from training.ranking.features import TASKS, encode_actions
+
+    _, b = random_lake
+    rows = built["member_sequence"]
+
+    def second(i: dict[str, Any]) -> int:
+        return math.floor(i["event_timestamp"].timestamp())
+
+    ordered = sorted(b.impressions, key=lambda i: (second(i), i["position"], i["event_id"]))
+    code = dict(
+        zip(
+            [i["event_id"] for i in ordered],
+            encode_actions(np.array([[i[t] for t in TASKS] for i in ordered])).tolist(),
+            strict=True,
+        )
+    )
+    change_days = {
+        (i["member_id"], dt.datetime.combine(i["event_timestamp"].date(), dt.time(), dt.UTC) + DAY)
+        for i in b.impressions
+    }
+    assert {(r["member_id"], r["event_timestamp"]) for r in rows} == change_days
+    members = sorted({i["member_id"] for i in b.impressions})
+    capped = 0
+    for s in snapshots:
+        for m in members:
+            before = [i for i in ordered if i["member_id"] == m and i["event_timestamp"] < s]
+            row = as_of(rows, "member_id", m, s)
+            if not before:
+                assert row is None, (s, m)
+                continue
+            assert row is not None, (s, m)
+            newest = before[-CFG.sequence_max_len :]
+            capped += len(before) > len(newest)
+            assert row["post_ids"] == [i["post_id"] for i in newest], (s, m)
+            assert row["actions"] == [code[i["event_id"]] for i in newest], (s, m)
+            assert row["timestamps"] == [second(i) for i in newest], (s, m)
+            assert row["sequence_length"] == len(before), (s, m)
+    assert capped > 0  # the cap was exercised
 
 
 def test_member_affinity_from_raw(built, random_lake, snapshots) -> None:

@@ -1,4 +1,5 @@
-"""Hand-made scenarios with exact expectations: as-of cut-offs, cohorts, windows, history, profile, affinity.
+"""Hand-made scenarios with exact expectations: as-of cut-offs, cohorts, windows, history, sequence, profile,
+affinity.
 
 Times are days after T0 (2025-03-01 00:00 UTC); ``at(d)`` is midnight of day d, the snapshot S = d, which sees
 events strictly before it. The first snapshot is the day after the first impression.
@@ -7,7 +8,10 @@ events strictly before it. The first snapshot is the day after the first impress
 from __future__ import annotations
 
 import datetime as dt
+import math
+from typing import Any
 
+import numpy as np
 import pytest
 
 from pipelines.features.config import FeatureConfig
@@ -190,3 +194,89 @@ def test_member_affinity_shares_ties_and_window_exit(raw, feed_paths, compute, b
     assert (tie["top_topics"], tie["top_topic_scores"]) == (["ai"], [0.5])  # top-1 of a tie: "ai" < "general"
     assert (later["top_author_ids"], later["top_topics"]) == ([20], ["general"])
     assert empty["top_author_ids"] == empty["top_topics"] == empty["top_author_scores"] == []
+
+
+def _codes(raw: Any, event_ids: list[int]) -> list[int]:
+    """The ranker's action codes of these impressions (training.ranking.features.encode_actions)."""
+    from training.ranking.features import TASKS, encode_actions
+
+    by_id = {i["event_id"]: i for i in raw.impressions}
+    labels = np.array([[by_id[e][t] for t in TASKS] for e in event_ids], dtype=np.int64)
+    return [int(c) for c in encode_actions(labels)]
+
+
+def _seconds(raw: Any, event_ids: list[int]) -> list[int]:
+    by_id = {i["event_id"]: i for i in raw.impressions}
+    return [math.floor(by_id[e]["event_timestamp"].timestamp()) for e in event_ids]
+
+
+def test_member_sequence_every_impression_point_in_time_ordered_and_capped(
+    raw, feed_paths, compute, by_snapshot
+) -> None:
+    at = raw.at
+    sec = dt.timedelta(seconds=1)
+    e1 = raw.impression(1, 10, at(0, 1), "skip")
+    e2 = raw.impression(1, 11, at(0, 2) + 0.7 * sec, "click", position=2)
+    # same second as e2 (times are floored to it, as in the ranking set): position 1 goes first
+    e3 = raw.impression(1, 12, at(0, 2) + 0.2 * sec, "like", position=1)
+    e4 = raw.impression(1, 13, at(0, 3), position=4)  # no label: still in the sequence (action 0)
+    e5 = raw.impression(1, 14, at(0, 3), "long_dwell", "like", position=4)  # full tie: event_id
+    e6 = raw.impression(1, 15, at(2) - dt.timedelta(microseconds=1), "comment", "share")  # day 1, last µs
+    e7 = raw.impression(1, 16, at(2), "long_dwell")  # exactly at S = day 2: belongs to S = day 3
+    e8 = raw.impression(1, 17, at(5, 9), "click", "skip")  # quiet days 3 and 4: no rows at S = 4, 5
+    e9 = raw.impression(2, 10, at(3, 12), "share")
+    raw.write(feed_paths)
+
+    def expect(event_ids: list[int], length: int) -> dict[str, Any]:
+        posts = {i["event_id"]: i["post_id"] for i in raw.impressions}
+        return {
+            "post_ids": [posts[e] for e in event_ids],
+            "actions": _codes(raw, event_ids),
+            "timestamps": _seconds(raw, event_ids),
+            "sequence_length": length,
+        }
+
+    def seq(row: dict[str, Any]) -> dict[str, Any]:
+        return {k: row[k] for k in ("post_ids", "actions", "timestamps", "sequence_length")}
+
+    full = by_snapshot(compute(feed_paths, ("member_sequence",))["member_sequence"], "member_id")
+    # Change-only: the first snapshot with an impression, then the day after each day with impressions.
+    assert sorted(full) == [(1, at(1)), (1, at(2)), (1, at(3)), (1, at(6)), (2, at(4))]
+    assert seq(full[1, at(1)]) == expect([e1, e3, e2, e4, e5], 5)
+    assert full[1, at(1)]["actions"] == [2, 8, 1, 0, 12]  # sum(label_i << i) in TASKS order
+    assert seq(full[1, at(2)]) == expect([e1, e3, e2, e4, e5, e6], 6)
+    assert seq(full[1, at(3)]) == expect([e1, e3, e2, e4, e5, e6, e7], 7)
+    assert seq(full[1, at(6)]) == expect([e1, e3, e2, e4, e5, e6, e7, e8], 8)
+    assert seq(full[2, at(4)]) == expect([e9], 1)
+    for (_, s), row in full.items():  # point in time: nothing at or after S
+        assert max(row["timestamps"]) < s.timestamp(), s
+
+    capped = compute(feed_paths, ("member_sequence",), config=FeatureConfig(sequence_max_len=3))
+    rows = by_snapshot(capped["member_sequence"], "member_id")
+    assert sorted(rows) == sorted(full)
+    assert seq(rows[1, at(1)]) == expect([e2, e4, e5], 5)  # the newest 3; the length stays uncapped
+    assert seq(rows[1, at(3)]) == expect([e5, e6, e7], 7)
+    assert seq(rows[1, at(6)]) == expect([e6, e7, e8], 8)
+    assert seq(rows[2, at(4)]) == expect([e9], 1)
+
+    # A build ending at S = day 2 never reads e7 (at S) or later; a one-day build gives the full build's row.
+    cut = compute(feed_paths, ("member_sequence",), end=at(2).date())["member_sequence"]
+    assert [seq(r) for r in cut] == [seq(full[1, at(1)]), seq(full[1, at(2)])]
+    day3 = compute(feed_paths, ("member_sequence",), start=at(3).date(), end=at(3).date())["member_sequence"]
+    assert day3 == [full[1, at(3)]]
+
+
+def test_member_sequence_action_codes_equal_the_rankers(raw, feed_paths, compute) -> None:
+    """All 64 label combinations: the Spark action code is training.ranking.features.encode_actions."""
+    from training.ranking.features import TASKS
+
+    at = raw.at
+    events = []
+    for code in range(64):
+        labels = [t for i, t in enumerate(TASKS) if code >> i & 1]
+        events.append(raw.impression(7, 100 + code, at(0, 1) + dt.timedelta(seconds=code), *labels))
+    raw.write(feed_paths)
+
+    (row,) = compute(feed_paths, ("member_sequence",))["member_sequence"]
+    assert row["post_ids"] == [100 + code for code in range(64)]
+    assert row["actions"] == _codes(raw, events) == list(range(64))

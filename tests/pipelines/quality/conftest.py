@@ -53,6 +53,16 @@ def _feature_value(table: str, name: str, key: int, snapshot: datetime) -> Any:
             return 1 + key % 100
         window = name.rsplit("_", 1)[1]
         return base // {"28d": 2, "7d": 4, "1d": 8}[window]
+    if table == "member_sequence":
+        seconds = int(snapshot.timestamp())
+        sequence = {
+            "post_ids": [key, key + 1, key + 2],
+            "actions": [0, 1 << (key % 6), 63],  # action codes 0..63
+            "timestamps": [seconds - 300, seconds - 300, seconds - 1],  # oldest first, all before S
+            "sequence_length": 3 + key,
+        }
+        if name in sequence:
+            return sequence[name]
     simple = {
         "author_id": key + 1000,
         "followers": 10 * key,
