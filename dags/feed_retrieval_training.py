@@ -1,7 +1,7 @@
 """feed_retrieval_training: retrain the dual encoder weekly, or as soon as feed_features publishes features.
 
 build_training_set → train_encoder → evaluate → quality_gate → promote → embed → backfill_index →
-push_member_embeddings (outlet: the RETRIEVAL_PROMOTED asset). A failed gate fails the run without retries and
+push_embeddings (outlet: the RETRIEVAL_PROMOTED asset). A failed gate fails the run without retries and
 leaves artifacts/retrieval/CURRENT, the Milvus alias and the Feast rows as they were. The task bodies live in
 feed.flows.retrieval; XCom carries versions, paths and small summaries only. Run conf (all optional):
 {"profile": "cpu", "steps": 150, "seed": 0, "max_train_anchors": null, "max_eval_anchors": 500,
@@ -105,16 +105,16 @@ def feed_retrieval_training() -> None:
         return retrieval.backfill_index(FeedSettings().paths(), embedded["version"])
 
     @task(outlets=[Asset(RETRIEVAL_PROMOTED)])
-    def push_member_embeddings(indexed: dict[str, Any]) -> dict[str, Any]:
+    def push_embeddings(indexed: dict[str, Any]) -> dict[str, Any]:
         from feed.config import FeedSettings
         from feed.flows import retrieval
 
-        return retrieval.push_member_embeddings(FeedSettings().paths(), indexed["version"])
+        return retrieval.push_embeddings(FeedSettings().paths(), indexed["version"])
 
     built = build_training_set()
     trained = train_encoder(built)
     gated = quality_gate(evaluate(built, trained))
-    push_member_embeddings(backfill_index(embed(promote(gated))))
+    push_embeddings(backfill_index(embed(promote(gated))))
 
 
 feed_retrieval_training()

@@ -35,6 +35,8 @@ CANDIDATES_DIR = ".candidates"  # artifacts/retrieval/.candidates/<version>/: tr
 GATE_EVAL_FILE = "gate_eval.json"  # the evaluation the gate read, kept next to the candidate
 METRIC = "recall_at_10"
 MEMBER_PUSH_SOURCE = "member_embedding_push"  # feature_repo: member_embedding_fv's push source
+POST_PUSH_SOURCE = "post_embedding_push"  # feature_repo: post_embedding_fv's push source
+PUSH_BATCH = 5000  # rows per Feast push call
 
 
 class RetrievalGateFailed(RuntimeError):
@@ -320,33 +322,42 @@ def backfill_index(paths: FeedPaths, version: str) -> dict[str, Any]:
     )
 
 
-def push_member_embeddings(paths: FeedPaths, version: str) -> dict[str, Any]:
-    """Write ``version``'s member_embeddings rows to the Feast online store through the push source
-    ``member_embedding_push`` (PushMode.ONLINE: overwrites each member's row).
+def push_embeddings(paths: FeedPaths, version: str) -> dict[str, Any]:
+    """Write ``version``'s member_embeddings and post_embeddings rows to the Feast online store through the
+    push sources ``member_embedding_push`` / ``post_embedding_push`` (PushMode.ONLINE: overwrites each row).
 
-    Why a push and not ``materialize``: member_embeddings holds every version's rows, and materializing the
-    view would serve each member's newest row of *any* version. The online row is stamped with the push time
-    — when this version started serving — so the view's 30-day TTL counts from promotion, not from the data's
-    (possibly past, synthetic) clock."""
+    Why a push and not ``materialize``: the embedding tables hold every version's rows, and materializing a
+    view would serve each entity's newest row of *any* version. The online rows are stamped with the push time
+    — when this version started serving — so the views' TTLs count from promotion, not from the data's
+    (possibly past, synthetic) clock. The serving ranker reads post vectors of exactly this version; without
+    the post push the online store had none (found by ``feed parity``)."""
     import pandas as pd
     from feast.data_source import PushMode
 
     from pipelines.feature_store import applied_store
     from training.retrieval.embed import read_embeddings
 
-    ids, vectors = read_embeddings(paths, "member", version)
+    store = applied_store(paths)
     now = pd.Timestamp.now(tz="UTC")
-    frame = pd.DataFrame(
-        {
-            "member_id": ids,
-            "embedding": [row.tolist() for row in vectors],
-            "model_version": version,
-            "event_timestamp": now,
-            "created": now,
-        }
-    )
-    applied_store(paths).push(MEMBER_PUSH_SOURCE, frame, to=PushMode.ONLINE)
-    return {"version": version, "members": len(frame), "pushed_at": now.isoformat()}
+    counts: dict[str, Any] = {"version": version, "pushed_at": now.isoformat()}
+    for kind, key, source in (
+        ("member", "member_id", MEMBER_PUSH_SOURCE),
+        ("post", "post_id", POST_PUSH_SOURCE),
+    ):
+        ids, vectors = read_embeddings(paths, kind, version)
+        for s in range(0, len(ids), PUSH_BATCH):
+            frame = pd.DataFrame(
+                {
+                    key: ids[s : s + PUSH_BATCH],
+                    "embedding": [row.tolist() for row in vectors[s : s + PUSH_BATCH]],
+                    "model_version": version,
+                    "event_timestamp": now,
+                    "created": now,
+                }
+            )
+            store.push(source, frame, to=PushMode.ONLINE)
+        counts[f"{kind}s"] = len(ids)
+    return counts
 
 
 # --- rollback (feed model rollback retrieval)
@@ -368,7 +379,7 @@ def rollback_retrieval(paths: FeedPaths) -> dict[str, Any]:
     if out["index"] is None:
         out["index_fix"] = f"feed index backfill --version {restored} --allow-non-current"
     if restored in model_versions(paths, "member"):
-        out["feast"] = push_member_embeddings(paths, restored)
+        out["feast"] = push_embeddings(paths, restored)
     else:
         out["feast"] = None
         out["feast_fix"] = f"feed embed members --version {restored}, then push (the DAG's last task)"

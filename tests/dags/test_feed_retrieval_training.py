@@ -19,7 +19,7 @@ CHAIN = (
     "promote",
     "embed",
     "backfill_index",
-    "push_member_embeddings",
+    "push_embeddings",
 )
 
 
@@ -58,7 +58,7 @@ def test_schedule_is_weekly_or_features_published(dag: Any) -> None:
 
 def test_only_the_last_task_announces_the_new_model(dag: Any) -> None:
     outlets = {t.task_id: [a.uri for a in t.outlets] for t in dag.tasks}
-    assert outlets.pop("push_member_embeddings") == [RETRIEVAL_PROMOTED]
+    assert outlets.pop("push_embeddings") == [RETRIEVAL_PROMOTED]
     assert all(not uris for uris in outlets.values())
 
 

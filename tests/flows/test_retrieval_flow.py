@@ -133,7 +133,7 @@ def dag_run(tiny_feature_home: FeedPaths, tmp_path_factory: pytest.TempPathFacto
     at = retrieval.export_time(paths, dt.datetime(2026, 9, 15, tzinfo=dt.UTC))
     retrieval.export_embeddings(paths, SEEDED, at)
     retrieval.backfill_index(paths, SEEDED)
-    retrieval.push_member_embeddings(paths, SEEDED)
+    retrieval.push_embeddings(paths, SEEDED)
     # A 2-step candidate against a 2-step served model is a coin toss; the tolerance lets the plumbing run
     # (the gate's arithmetic is tested above on exact numbers).
     dags_test(paths, "feed_retrieval_training", RUN_DAY, conf={**TINY, "tolerance": 0.5})
