@@ -687,7 +687,7 @@ def _added_files(table: Path, after: int, head: int) -> list[Path]:
     files' modification times.
     """
     log_dir = table / "_delta_log"
-    out: list[Path] = []
+    out: list[str] = []
     for v in range(after + 1, head + 1):
         commit = log_dir / f"{v:020d}.json"
         if not commit.is_file():
@@ -698,9 +698,11 @@ def _added_files(table: Path, after: int, head: int) -> list[Path]:
                 raise ReplicaSourceError(
                     f"{table} version {v} removes data: the nearline log must be append-only"
                 )
-            if "add" in action:
-                out.append(table / unquote(action["add"]["path"]))
-    return out
+            if "add" in action and action["add"].get("dataChange", True):  # not an erasure's rewrite
+                out.append(unquote(action["add"]["path"]))
+    from pipelines.erase import resolve_rewritten
+
+    return [table / f for f in resolve_rewritten(table, out)]
 
 
 def _snapshot_diff(table: Path, after: int, head: int) -> list[Path]:

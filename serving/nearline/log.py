@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from pipelines import delta_io
+from pipelines.erase import resolve_rewritten
 
 LOG_DIR = "_delta_log"
 
@@ -88,6 +89,8 @@ def read_commit(path: Path, version: int, schema: pa.Schema) -> Commit:
             )
         elif "commitInfo" in action:
             committed_ms = action["commitInfo"].get("timestamp")
+    # an erasure (pipelines/erase.py) may have rewritten a file without the erased rows and vacuumed it
+    files = resolve_rewritten(path, files)
     parts = [delta_io.conform(pq.read_table(Path(path) / f), schema, name=f"{path}@{version}") for f in files]
     rows = pa.concat_tables(parts) if parts else schema.empty_table()
     when = dt.datetime.fromtimestamp(committed_ms / 1000, dt.UTC) if committed_ms else dt.datetime.now(dt.UTC)
