@@ -8,7 +8,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export HF_HUB_OFFLINE := 1
 export PYARROW_IGNORE_TIMEZONE := 1
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-slow test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,7 +24,11 @@ demo: $(STAMP)
 	$(BIN)/feed demo
 
 test: $(STAMP)
-	bash scripts/run_tests.sh
+	bash scripts/run_tests.sh -m "not slow"
+
+# The long tests (served home, DAG runs, end-to-end flows, browser); CI runs them after `make test`.
+test-slow: $(STAMP)
+	bash scripts/run_tests.sh -m slow
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow and not integration" -q

@@ -19,6 +19,7 @@ from feed.commands import feast as feast_cmds
 from feed.commands import features as features_cmds
 from feed.commands import index as index_cmds
 from feed.commands import nearline as nearline_cmds
+from feed.commands import parity as parity_cmds
 from feed.commands import quality as quality_cmds
 from feed.commands import ranking as ranking_cmds
 from feed.commands import ranking_bench as ranking_bench_cmds
@@ -26,7 +27,9 @@ from feed.commands import ranking_eval as ranking_eval_cmds
 from feed.commands import ranking_set as ranking_set_cmds
 from feed.commands import retrieval_set as retrieval_set_cmds
 from feed.commands import retrieval_train as retrieval_train_cmds
+from feed.commands import serve as serve_cmds
 from feed.commands.airflow import airflow_app
+from feed.commands.erase import erase_app
 from feed.commands.model import model_app
 from feed.config import FeedSettings
 
@@ -102,8 +105,11 @@ bench_app.command("scoring")(bench_cmds.scoring)
 app.add_typer(bench_app, name="bench", no_args_is_help=True)
 app.add_typer(airflow_app, name="airflow", no_args_is_help=True)
 app.add_typer(model_app, name="model", no_args_is_help=True)
+app.add_typer(erase_app, name="erase", no_args_is_help=True)
 
 app.command("demo")(demo_cmds.demo)
+app.command("serve")(serve_cmds.serve)
+app.command("parity")(parity_cmds.parity)
 
 
 @app.callback()

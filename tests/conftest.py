@@ -257,3 +257,69 @@ def _plant_rows(paths: FeedPaths) -> PlantedRows:
         author_stats_at=at.to_pydatetime(),
         follower_percentile=int(row["follower_percentile"].iloc[0]),
     )
+
+
+# --- a served home: trained, promoted, indexed and materialized (the online service's tests) ------------
+
+SERVED_RETRIEVAL_CONF = {"profile": "tiny", "steps": 2, "max_train_anchors": 64, "max_eval_anchors": 64}
+SERVED_RANKING_CONF = {"steps": 30, "token_budget": 8192, "d_model": 32, "n_layers": 1, "max_history": 256}
+
+
+@pytest.fixture(scope="session")
+def served_home(
+    tiny_feature_home: FeedPaths, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FeedPaths]:
+    """What ``make demo`` leaves behind, on ``tiny`` and small: the Feast online store materialized up to the
+    data's end, a retrieval model (2 steps) promoted with its post/member embeddings exported, the Milvus
+    collection + alias built (its Lite server runs for the session), member embeddings pushed, and a GR
+    (30 steps) promoted (≈ 2–3 min, once per run). Read-only: a test that writes (erasure, impressions)
+    copies the home and starts its own Milvus Lite server (``serving.index.lite.ensure_server``)."""
+    from feed.config import FeedSettings
+    from feed.flows import ranking, retrieval
+    from feed.flows.features import impression_span
+    from feed.flows.retrieval import RetrievalTrainingConfig
+    from pipelines import feature_store
+    from serving.index import lite
+
+    reuse = os.environ.get("FEED_TEST_SERVED_HOME")  # a home an earlier run built (local iteration only)
+    if reuse:
+        paths = FeedPaths(home=Path(reuse))
+        lite.ensure_server(paths)
+        try:
+            yield paths
+        finally:
+            lite.stop_server(paths)
+        return
+    paths = FeedPaths(home=tmp_path_factory.mktemp("served_home"))
+    shutil.copytree(tiny_feature_home.lake, paths.lake)
+    feature_store.apply(paths)
+    last = impression_span(paths)[1]
+    end = dt.datetime.combine(last.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    feature_store.materialize_incremental(paths, end)
+    version = "r" + end.strftime("%Y%m%d")
+    cfg = RetrievalTrainingConfig.from_conf(SERVED_RETRIEVAL_CONF)
+    built = retrieval.build_training_set(paths, version, cfg)
+    retrieval.train_candidate(paths, Path(built["set"]), version, cfg)
+    retrieval.promote(paths, version)
+    retrieval.export_embeddings(paths, version, retrieval.export_time(paths, end))
+    retrieval.backfill_index(paths, version)  # starts this home's Milvus Lite server
+    retrieval.push_embeddings(paths, version)
+    settings = FeedSettings(home=paths.home, spark_master="local[2]")
+    out = ranking.build_set(end - dt.timedelta(days=7), end, SERVED_RANKING_CONF, settings=settings)
+    candidate = ranking.train_candidate(
+        out["set_path"], out["version"], SERVED_RANKING_CONF, settings=settings
+    )
+    ranking.promote_candidate(candidate["candidate"], out["version"], settings=settings)
+    try:
+        yield paths
+    finally:
+        lite.stop_server(paths)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the served home (≈ 3 min to build once) is slow and integration, whatever its own
+    marks say: `make test` (not slow) never builds it; `make test-slow` (CI) runs them all."""
+    for item in items:
+        if "served_home" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.integration)

@@ -65,14 +65,6 @@ def _training_entities(paths: FeedPaths, member_id: int, n: int = 8) -> pd.DataF
     return frame[["member_id", "post_id", "author_id", "event_timestamp", *LABELS]].reset_index(drop=True)
 
 
-def _day(value: object) -> str:
-    """A post's created_at (epoch seconds or a timestamp) as ``YYYY-MM-DD``."""
-    import pandas as pd
-
-    ts = pd.Timestamp(value, unit="s") if isinstance(value, int | float) else pd.Timestamp(value)
-    return f"{ts:%Y-%m-%d}"
-
-
 # What the printed training frame shows: labels, then one or two features of each view.
 _FRAME_COLUMNS = (
     "post_id",
@@ -193,9 +185,13 @@ def demo(
             _run_dag(dags_test(paths, "feed_ranking_training", last, ranking_conf))
             _print_gate(paths.artifacts / "ranking")
         with _stage(
-            6, total, "serving: Milvus Lite behind the alias `posts` → a member's feed", stages, "feed"
+            6,
+            total,
+            "serving: feed service (FastAPI) → Feast online → Milvus top-500 → GR → a member's feed",
+            stages,
+            "feed",
         ):
-            _show_feed(paths, member_id)
+            _serve_and_show(paths, member_id)
     seconds = time.perf_counter() - t_start
     out = write_report(
         "demo",
@@ -249,29 +245,37 @@ def _print_gate(model_dir: Path) -> None:
         typer.echo(f"      test AUC: {aucs}")
 
 
-def _show_feed(paths: FeedPaths, member_id: int) -> None:
-    """Start the local Milvus Lite server (if it is not running), search the serving alias for the member's
-    top-10 posts with the serving filters, print them, and stop the server if this started it."""
-    from feed.commands.index import member_top_posts
-    from serving.index import lite
-    from serving.index.milvus import IndexConfig, MilvusPostIndex
+def _serve_and_show(paths: FeedPaths, member_id: int, k: int = 10) -> None:
+    """Start the feed service in the background (left running), ask it for the member's feed over HTTP and
+    print it with the per-item why and the stage timings."""
+    import httpx
 
-    started = lite.running_server(paths) is None
-    server = lite.ensure_server(paths)
-    try:
-        index = MilvusPostIndex.open(IndexConfig(), paths)
-        _, ranked = member_top_posts(paths, index, member_id, 10)
-        typer.echo(f"      Milvus Lite at {server.uri}: alias posts")
-        typer.secho(
-            f"\n  top-10 retrieved for member_id={member_id} (own and already-seen posts excluded)", bold=True
+    from serving import server
+
+    proc = server.start(paths)
+    typer.echo(f"      feed service pid {proc.pid} at {proc.url} (log {proc.log_file})")
+    response = httpx.post(f"{proc.url}/v1/feed", json={"member_id": member_id, "k": k}, timeout=60)
+    response.raise_for_status()
+    body = response.json()
+    versions = ", ".join(f"{m} {v}" for m, v in body["model_versions"].items())
+    typer.secho(
+        f"\n  POST /v1/feed member_id={member_id} k={k} → {len(body['items'])} of {body['candidates']} "
+        f"candidates ({versions}; fallbacks: {', '.join(body['fallbacks']) or 'none'})",
+        bold=True,
+    )
+    for item in body["items"]:
+        tasks = item["tasks"] or {}
+        probs = " ".join(f"{t} {tasks[t]:.2f}" for t in ("click", "like", "comment") if t in tasks)
+        text = " ".join(str(item["text"] or "").split())
+        typer.echo(
+            f"    {item['position']:>2}. post {item['post_id']:<6} author {item['author_id']:<5} "
+            f"score {item['score']:.3f}  {probs}  {text[:48]}"
         )
-        for rank, row in enumerate(ranked.itertuples(index=False), start=1):
-            text = " ".join(str(row.text or row.article_title or "").split())
-            created = _day(row.created_at)
-            typer.echo(
-                f"    {rank:>2}. post {row.post_id:<6} {row.format:<8} {created}  "
-                f"cos {row.score:.3f}  {text[:60]}"
-            )
-    finally:
-        if started:
-            lite.stop_server(paths)
+        typer.echo(f"        why: {item['why']['text']}")
+    timings = ", ".join(f"{stage} {ms:.1f}" for stage, ms in body["timings_ms"].items())
+    typer.echo(f"      stage timings (ms): {timings}")
+    typer.secho(
+        f"\n  the feed service keeps running: {proc.url}/ui (inspection page), {proc.url}/docs, "
+        f"{proc.url}/metrics — stop it with `feed serve --stop`",
+        fg=typer.colors.GREEN,
+    )
