@@ -256,6 +256,15 @@ def impression_span(paths: FeedPaths) -> tuple[dt.datetime, dt.datetime]:
 # --- features ----------------------------------------------------------------------------------------------
 
 
+def backfill_start(start: dt.datetime, backfill_from: dt.date) -> dt.datetime:
+    """The data-interval start whose first snapshot is ``backfill_from`` itself (a snapshot at midnight M
+    belongs to the interval [M - 1 day, M)). Starting at midnight of ``backfill_from`` instead skipped that
+    snapshot — for a backfill from the data's first snapshot, the one where every member created before the
+    data gets their profile row, so most members had no profile online."""
+    first_interval = dt.datetime.combine(backfill_from - dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return min(_utc(start), first_interval)
+
+
 def build(
     settings: FeedSettings | None,
     start: dt.datetime,
@@ -275,7 +284,7 @@ def build(
     settings = _settings(settings)
     paths = settings.paths()
     if backfill_from is not None:
-        start = min(_utc(start), dt.datetime.combine(backfill_from, dt.time(), tzinfo=dt.UTC))
+        start = backfill_start(start, backfill_from)
     plan = plan_snapshots(start, end, *impression_span(paths))
     log.info("feed_features %s..%s: %s", start, end, plan.reason)
     if plan.snapshots is None:

@@ -21,7 +21,7 @@ import pytest
 
 from feed.config import FEATURE_TABLES, RAW_TABLES, FeedPaths, FeedSettings
 from feed.flows import FEATURES_PUBLISHED, features
-from feed.flows.features import StaleDataError, interval_days, plan_snapshots
+from feed.flows.features import StaleDataError, backfill_start, interval_days, plan_snapshots
 from feed.orchestration import DagTestResult, airflow_env, dags_test
 from pipelines import delta_io
 from pipelines.features.snapshots import midnight
@@ -66,6 +66,16 @@ def test_plan_inside_the_data_is_the_interval() -> None:
     assert (plan.snapshots.start, plan.snapshots.end) == (DAY, DAY)
     assert plan.snapshots.full is False  # replaces only its own snapshots
     assert plan.snapshots.origin == dt.date(2026, 9, 2)
+
+
+def test_a_backfill_builds_the_snapshot_of_its_first_day() -> None:
+    """backfill_from = the data's first snapshot must build that snapshot: it is where every member created
+    before the data gets a profile row (skipping it left most members without a profile online)."""
+    run_start = dt.datetime(2026, 9, 28, tzinfo=dt.UTC)
+    start = backfill_start(run_start, dt.date(2026, 9, 2))
+    first, last = interval_days(start, run_start + dt.timedelta(days=1))
+    assert (first, last) == (dt.date(2026, 9, 2), dt.date(2026, 9, 29))
+    assert backfill_start(run_start, dt.date(2026, 9, 29)) == run_start  # never later than the interval
 
 
 def test_plan_is_clipped_to_the_data() -> None:
