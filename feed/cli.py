@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from feed.commands import audit as audit_cmds
 from feed.commands import bench as bench_cmds
 from feed.commands import data as data_cmds
 from feed.commands import demo as demo_cmds
@@ -110,6 +111,7 @@ app.add_typer(erase_app, name="erase", no_args_is_help=True)
 app.command("demo")(demo_cmds.demo)
 app.command("serve")(serve_cmds.serve)
 app.command("parity")(parity_cmds.parity)
+app.command("audit")(audit_cmds.audit)
 
 
 @app.callback()

@@ -26,7 +26,7 @@ from typing import Any
 from feed.config import PROJECT_ROOT, FeedPaths
 
 DAGS_DIR = PROJECT_ROOT / "dags"
-DAG_IDS = ("feed_features", "feed_retrieval_training", "feed_ranking_training")
+DAG_IDS = ("feed_features", "feed_retrieval_training", "feed_ranking_training", "feed_audit")
 
 
 class DagRunFailed(RuntimeError):
