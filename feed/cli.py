@@ -29,6 +29,7 @@ from feed.commands import ranking_set as ranking_set_cmds
 from feed.commands import retrieval_set as retrieval_set_cmds
 from feed.commands import retrieval_train as retrieval_train_cmds
 from feed.commands import serve as serve_cmds
+from feed.commands import serving_bench as serving_bench_cmds
 from feed.commands.airflow import airflow_app
 from feed.commands.erase import erase_app
 from feed.commands.model import model_app
@@ -103,6 +104,7 @@ bench_app.command("loader")(ranking_bench_cmds.loader)
 bench_app.command("attention")(ranking_bench_cmds.attention)
 bench_app.command("auc")(ranking_bench_cmds.auc)
 bench_app.command("scoring")(bench_cmds.scoring)
+bench_app.command("serving")(serving_bench_cmds.serving)
 app.add_typer(bench_app, name="bench", no_args_is_help=True)
 app.add_typer(airflow_app, name="airflow", no_args_is_help=True)
 app.add_typer(model_app, name="model", no_args_is_help=True)

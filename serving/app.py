@@ -107,6 +107,8 @@ def _jsonable(errors: list) -> list:
         err = dict(err)
         if "ctx" in err:
             err["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
+        if isinstance(err.get("input"), bytes | bytearray):  # a non-JSON body reaches the validator as bytes
+            err["input"] = bytes(err["input"][:1000]).decode("utf-8", errors="replace")
         err.pop("url", None)
         out.append(err)
     return out

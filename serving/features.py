@@ -44,6 +44,7 @@ POST_FEATURES: dict[str, tuple[str, ...]] = {
     "post_embedding": ("embedding", "model_version"),
 }
 AUTHOR_FEATURES: dict[str, tuple[str, ...]] = {"author_stats": ("follower_percentile",)}
+READ_LOCK_WAIT_S = 0.25  # longer than any healthy read (ms), shorter than the member stage's budget
 PERCENTILES = ("view_percentile", "like_percentile", "comment_percentile", "share_percentile")
 
 
@@ -233,14 +234,18 @@ class OnlineFeatures:
     def _read(self, refs: list[str], rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
         if not refs or not rows:
             return {}
+        # A read stuck on a hung store holds the lock: give up instead of queueing every stage behind it.
+        if not self._read_lock.acquire(timeout=READ_LOCK_WAIT_S):
+            raise FeatureStoreUnavailable(
+                f"Feast online store busy: the previous read has not returned for {READ_LOCK_WAIT_S} s"
+            )
         try:
-            with self._read_lock:
-                response = self.fs.get_online_features(
-                    features=refs, entity_rows=rows, full_feature_names=True
-                )
-                return response.to_dict(include_event_timestamps=True)
+            response = self.fs.get_online_features(features=refs, entity_rows=rows, full_feature_names=True)
+            return response.to_dict(include_event_timestamps=True)
         except Exception as exc:
             raise FeatureStoreUnavailable(f"Feast online read failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._read_lock.release()
 
     # --- members
 

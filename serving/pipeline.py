@@ -379,6 +379,9 @@ class FeedService:
         try:
             return fut.result(timeout=budget_ms / 1000.0)
         except cf.TimeoutError as exc:
+            # Still queued (every worker busy, e.g. on a hung store)? Drop it: run late, it would only delay
+            # the requests queued behind it once the store is back.
+            fut.cancel()
             raise StageTimeout(f"{name} over its {budget_ms:.0f} ms budget") from exc
         finally:
             self._time(trace, name, t0)

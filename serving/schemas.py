@@ -5,7 +5,7 @@ Malformed input is refused by these models with a 422 naming the field; nothing 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,7 +36,7 @@ class FeedRequest(BaseModel):
     member_id: int = Field(gt=0, le=2**62, description="the member asking for a feed")
     k: int = Field(default=50, ge=1, le=500, description="number of posts to return")
     device_type: DeviceType = Field(default="mobile_app", description="the device the feed is shown on")
-    exclude_post_ids: list[int] = Field(
+    exclude_post_ids: list[Annotated[int, Field(gt=0, le=2**62)]] = Field(
         default_factory=list,
         max_length=MAX_EXCLUDE,
         description="posts the client has already shown (never returned); the member's engaged history "
