@@ -538,32 +538,15 @@ class Service:
 @contextlib.contextmanager
 def redis_server(work: Path) -> Iterator[tuple[subprocess.Popen, str] | None]:
     """A throwaway redis-server on a free loopback port (no persistence); None when it is not installed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield None
-        return
-    import redis
+    from pipelines.redis_local import RedisNotInstalled, RedisStartError, local_redis
 
-    port = free_port()
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen([*cmd, "--dir", str(work)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        client = redis.Redis(host="127.0.0.1", port=port)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise ServingBenchError("redis-server did not start") from None
-                time.sleep(0.1)
-        yield proc, f"127.0.0.1:{port}"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGCONT)  # never leave it stopped
-        proc.terminate()
-        proc.wait(timeout=10)
+        with local_redis(work, timeout=30) as server:
+            yield server.proc, server.address
+    except RedisNotInstalled:
+        yield None
+    except RedisStartError as exc:
+        raise ServingBenchError(str(exc)) from exc
 
 
 def scratch_home(home: Path, dest: Path) -> FeedPaths:

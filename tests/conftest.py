@@ -37,6 +37,21 @@ if importlib.util.find_spec("torch") is not None:
 
 
 @pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[str]:
+    """A throwaway redis-server on a free loopback port, no persistence (``host:port``); killed at the end.
+    Skipped where Debian's redis-server is missing, except in CI, where it is required."""
+    from pipelines.redis_local import RedisNotInstalled, local_redis
+
+    try:
+        with local_redis(tmp_path) as server:
+            yield server.address
+    except RedisNotInstalled:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed; the CI script must `apt-get install -y redis-server`")
+        pytest.skip("redis-server not installed (apt-get install -y redis-server); required in CI")
+
+
+@pytest.fixture
 def feed_paths(tmp_path: Path) -> FeedPaths:
     """An empty project home (data/, artifacts/) under pytest's tmp dir."""
     return FeedPaths(home=tmp_path)

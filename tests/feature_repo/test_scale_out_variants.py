@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,37 +16,6 @@ RANKING_ROWS = [
     {"member_id": 1, "post_id": 101, "author_id": 1},
     {"member_id": 3, "post_id": 103, "author_id": 3},
 ]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path, loopback_port: int) -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port, no persistence; killed at the end."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed; the CI script must `apt-get install -y redis-server`")
-        pytest.skip("redis-server not installed (apt-get install -y redis-server); required in CI")
-    cmd = [binary, "--port", str(loopback_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(
-        [*cmd, "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
-    try:
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=loopback_port)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        yield f"127.0.0.1:{loopback_port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.mark.integration

@@ -8,9 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -631,40 +629,6 @@ def test_a_failed_step_is_reported_and_a_rerun_finishes(
     done = _cli(home, "post", "102", "--json")
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["status"] == "complete"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port (as tests/feature_repo/test_scale_out_variants.py)."""
-    from serving.index.lite import free_port
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed; the CI script must `apt-get install -y redis-server`")
-        pytest.skip("redis-server not installed")
-    port = free_port()
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(
-        [*cmd, "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
-    try:
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=port)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.mark.integration
