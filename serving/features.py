@@ -44,6 +44,8 @@ POST_FEATURES: dict[str, tuple[str, ...]] = {
     "post_embedding": ("embedding", "model_version"),
 }
 AUTHOR_FEATURES: dict[str, tuple[str, ...]] = {"author_stats": ("follower_percentile",)}
+REFRESH_BATCH = 100  # posts per background refresh read
+REFRESH_PAUSE_S = 0.05
 READ_LOCK_WAIT_S = 0.25  # longer than any healthy read (ms), shorter than the member stage's budget
 PERCENTILES = ("view_percentile", "like_percentile", "comment_percentile", "share_percentile")
 
@@ -311,13 +313,17 @@ class OnlineFeatures:
             self._refresh_wake.clear()
             with self._refresh_lock:
                 ids, self._refresh = sorted(self._refresh), set()
-            for s in range(0, len(ids), 500):
+            # Small batches with a pause between them: a request's own reads (the member, new posts) wait
+            # for at most one batch on the store, and the parsing (Python, under the GIL) does not stall the
+            # request threads for the whole refresh at once.
+            for s in range(0, len(ids), REFRESH_BATCH):
                 try:
                     now = time.monotonic()
-                    self.posts_cache.put_many(self._fetch_posts(ids[s : s + 500], now), now)
+                    self.posts_cache.put_many(self._fetch_posts(ids[s : s + REFRESH_BATCH], now), now)
                 except Exception as exc:  # the store is down: keep serving the cached rows
                     log.warning("post feature refresh failed: %s", exc)
                     break
+                time.sleep(REFRESH_PAUSE_S)
 
     def prewarm(self, post_ids: Sequence[int] | np.ndarray, batch: int = 500) -> int:
         """Read ``post_ids`` into the cache (start-up), in batches; returns the rows cached."""

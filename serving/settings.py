@@ -59,13 +59,15 @@ class ServingSettings(BaseSettings):
     # stale (member_features_stale).
     clock: Literal["data", "wall"] = "data"
     as_of: dt.datetime | None = None  # fixed request time (overrides clock), e.g. for a replay
-    post_cache_ttl_s: float = Field(default=60.0, ge=0)  # candidate features cached for this long
+    # Candidate features are served from the cache for this long, then refreshed in the background; nearline
+    # pushes (engagement percentiles within minutes) reach the feed within this bound.
+    post_cache_ttl_s: float = Field(default=300.0, ge=0)
     post_cache_size: int = Field(default=200_000, ge=0)
     prewarm_posts: int = Field(default=20_000, ge=0)  # newest posts' features read into the cache at start
     cold_start_cache_size: int = Field(default=10_000, ge=0)  # profile embeddings encoded on the fly
     popular_fallback_size: int = Field(default=1000, ge=1)  # recent popular posts kept for fallbacks
     popular_window_days: int = Field(default=7, ge=1)
-    score_batch_max: int = Field(default=8, ge=1)  # members scored in one GR forward (model stage batching)
+    score_batch_max: int = Field(default=4, ge=1)  # members scored in one GR forward (model stage batching)
     score_batch_wait_ms: float = Field(default=2.0, ge=0)
     feature_workers: int = Field(default=4, ge=1)  # CPU feature-stage threads
     torch_threads: int = Field(default=1, ge=1)  # per GR forward; the model stage is one thread
