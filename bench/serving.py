@@ -1158,7 +1158,14 @@ def _write(
     settings: FeedSettings, cfg: ServingBenchConfig, res: _Results, *, quick: bool, reports_dir: Path
 ) -> Path:
     summary = _summary(cfg, res)
-    config = {**asdict(cfg), "home": str(settings.paths().home), "wrk": str(WRK), "lua": "bench/wrk/feed.lua"}
+    config = {
+        **asdict(cfg),
+        "home": str(settings.paths().home),
+        "wrk": str(WRK),
+        "lua": "bench/wrk/feed.lua",
+        # the service's retriever (FEED_SERVE_RETRIEVER, inherited by `feed serve`): milvus | replica
+        "retriever": os.environ.get("FEED_SERVE_RETRIEVER", "milvus"),
+    }
     details = {
         "service_start_s": round(res.start_s, 1),
         "load_average": res.load,  # 1/5/15-min load of the whole machine after each phase
