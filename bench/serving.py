@@ -1164,7 +1164,9 @@ def _write(
         "wrk": str(WRK),
         "lua": "bench/wrk/feed.lua",
         # the service's retriever (FEED_SERVE_RETRIEVER, inherited by `feed serve`): milvus | replica
-        "retriever": os.environ.get("FEED_SERVE_RETRIEVER", "milvus"),
+        "retriever": os.environ.get(
+            "FEED_SERVE_RETRIEVER", "auto (milvus: the service is given --milvus-uri)"
+        ),
     }
     details = {
         "service_start_s": round(res.start_s, 1),

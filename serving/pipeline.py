@@ -188,7 +188,7 @@ class FeedService:
         self.request_ts = self._request_clock()
         if self.features is not None and self.encoder is not None:
             self._try("post_vectors", self._open_vectors)
-        self.retriever = self._try("milvus", self._open_retriever)
+        self.retriever = self._try("retrieval", self._open_retriever)
         self.ranker = self._try("ranker", self._open_ranker)
         self.scoring = (
             ScoringStage(
@@ -281,12 +281,19 @@ class FeedService:
             self.paths, device=self.settings.device, cache_size=self.settings.cold_start_cache_size
         )
 
+    @property
+    def retriever_kind(self) -> str:
+        kind = self.settings.retriever
+        if kind == "auto":
+            kind = "milvus" if self.settings.milvus_uri else "replica"
+        return kind
+
     def _open_retriever(self) -> Any:
         from serving.retrieve import ReplicaRetriever, Retriever
 
         if self.encoder is None:
             raise RuntimeError("no promoted retrieval model: the index cannot be queried")
-        if self.settings.retriever == "replica":
+        if self.retriever_kind == "replica":
             return ReplicaRetriever(self.paths, model_version=self.encoder.version)
         return Retriever(
             self.paths,
@@ -342,7 +349,7 @@ class FeedService:
             self._last_retry[what] = now
         if what == "feature_store" and self.features is None:
             self.features = self._try(what, self._open_features)
-        elif what == "milvus" and self.retriever is None and self.encoder is not None:
+        elif what == "retrieval" and self.retriever is None and self.encoder is not None:
             self.retriever = self._try(what, self._open_retriever)
 
     @property
@@ -579,7 +586,7 @@ class FeedService:
         n = self.settings.top_n
         if vector is not None:
             if self.retriever is None:
-                self._reopen("milvus")
+                self._reopen("retrieval")
             if self.retriever is not None:
                 try:
                     return self._stage(
@@ -726,7 +733,7 @@ class FeedService:
     def ready(self) -> dict[str, str]:
         """Per dependency: "ok" or the reason it is not; the service answers (degraded) either way."""
         checks: dict[str, str] = {}
-        for name, obj in (("feature_store", self.features), ("milvus", self.retriever)):
+        for name, obj in (("feature_store", self.features), ("retrieval", self.retriever)):
             if obj is None:
                 self._reopen(name)
                 checks[name] = self.load_errors.get(name, "not loaded")

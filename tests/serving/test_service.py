@@ -203,7 +203,7 @@ def test_member_view_health_ready_metrics_and_docs(client: Any, members: dict[st
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert set(ready.json()["checks"]) >= {"feature_store", "milvus", "retrieval_model", "ranker"}
+    assert set(ready.json()["checks"]) >= {"feature_store", "retrieval", "retrieval_model", "ranker"}
     _feed(client, member_id=members["embedded"], k=5)
     text = client.get("/metrics").text
     assert 'feed_stage_seconds_count{stage="retrieval"}' in text
