@@ -45,11 +45,11 @@ class ServingSettings(BaseSettings):
     home: Path = Field(default_factory=lambda: FeedSettings().home)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    # Where the top-N comes from. "replica": the in-process HNSW replica of the promoted encoder's post vectors
-    # (docs/index.md), kept current from the same nearline log that feeds Milvus; "milvus": the collection
-    # behind the `posts` alias. "auto": Milvus when a cluster URI is configured, else the replica — Milvus Lite
-    # searches in Python in its own process (≈ 20 ms a query here, and its CPU competes with the service on a
-    # small box: reports/bench/serving_milvus.json), while Milvus stays the system of record either way.
+    # Where the top-N comes from. "replica": the in-process HNSW replica of the promoted encoder's post
+    # vectors (docs/index.md), kept current from the nearline log that feeds Milvus too; "milvus": the
+    # collection behind the `posts` alias; "auto": Milvus when a cluster URI is configured, else the replica.
+    # Milvus Lite searches in Python in its own process (≈ 20 ms a query here, competing with the service for
+    # the CPU: reports/bench/serving_milvus.json); Milvus stays the system of record either way.
     retriever: Literal["auto", "milvus", "replica"] = "auto"
     milvus_uri: str | None = None  # None: the home's Milvus Lite server (started when not running)
     milvus_token: str = ""
