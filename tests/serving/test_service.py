@@ -122,7 +122,7 @@ def test_a_new_member_is_served_from_the_profile_alone(home_copy: FeedPaths, ser
     }
     store = feature_store.applied_store(home_copy)
     store.write_to_online_store("member_profile", pd.DataFrame(row))
-    uri = lite.running_server(served_home).uri
+    uri = lite.ensure_server(served_home).uri
     with _client(home_copy.home, start_milvus=False, milvus_uri=uri) as c:
         body = _feed(c, member_id=new_member, k=10)
         again = _feed(c, member_id=new_member, k=10)
@@ -254,7 +254,7 @@ def test_feature_store_unavailable_still_answers(home_copy: FeedPaths, served_ho
     from serving.index import lite
 
     shutil.rmtree(home_copy.feast)  # registry and online store gone
-    uri = lite.running_server(served_home).uri
+    uri = lite.ensure_server(served_home).uri
     with _client(home_copy.home, start_milvus=False, milvus_uri=uri) as c:
         body = _feed(c, member_id=7, k=10)
         assert "feature_store_unavailable" in body["fallbacks"]
@@ -266,7 +266,7 @@ def test_no_promoted_ranker_serves_retrieval_order(home_copy: FeedPaths, served_
     from serving.index import lite
 
     (home_copy.artifacts / "ranking" / "CURRENT").unlink()
-    uri = lite.running_server(served_home).uri
+    uri = lite.ensure_server(served_home).uri
     with _client(home_copy.home, start_milvus=False, milvus_uri=uri) as c:
         svc = c.app.state.service
         member = next(
@@ -290,7 +290,7 @@ def test_served_impressions_land_and_ingest_into_raw_impressions(
     from serving.impressions import REQUESTS_TABLE
     from serving.index import lite
 
-    uri = lite.running_server(served_home).uri
+    uri = lite.ensure_server(served_home).uri
     with _client(home_copy.home, start_milvus=False, milvus_uri=uri, log_impressions=True) as c:
         bodies = [_feed(c, member_id=m, k=5) for m in (7, 8, 9)]
     # the app's shutdown flushed the logger: one landing batch, never a half-written one
