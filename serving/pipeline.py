@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import datetime as dt
 import json
 import logging
 import queue
@@ -122,9 +121,9 @@ class ScoringStage:
 
 class ErasureWatch:
     """Erasures done while the service runs (``feed erase`` writes a receipt to ``data/erasure/``): the
-    erased posts and members are dropped from every cache and filtered out of every feed from the next
-    request on, without a restart — Milvus and Feast no longer hold them either, but the popular list and
-    the post-feature cache were loaded before."""
+    erased posts and members are dropped from the caches loaded before (post features, popular list,
+    cold-start vectors) without a restart; Milvus and Feast no longer hold them, so a re-read finds nothing
+    and the post is not served."""
 
     def __init__(self, folder: Path, poll_s: float, on_erased: Callable[[set[int], set[int]], None]) -> None:
         self.folder, self.poll_s, self.on_erased = folder, poll_s, on_erased
@@ -230,6 +229,7 @@ class FeedService:
             self.features.forget_posts(posts)
         if self.encoder is not None:
             self.encoder.forget(members)
+        self.popular.forget(posts, members)
         log.info("erasures applied: %d posts, %d members", len(posts), len(members))
 
     # --- loading
@@ -424,12 +424,13 @@ class FeedService:
         retrieval_scores = cands.scores.astype(np.float64)
         post_ids = cands.post_ids
         authors = (
-            self.popular_authors(post_ids) if cands.source == "popular" else np.zeros(len(post_ids), np.int64)
+            self.popular.authors_of(post_ids)
+            if cands.source == "popular"
+            else np.zeros(len(post_ids), np.int64)
         )
         if posts is not None:
-            keep = np.flatnonzero(
-                posts.found
-            )  # a post the store no longer knows (erased, expired): not served
+            # a post the store no longer knows (erased, expired) is not served
+            keep = np.flatnonzero(posts.found)
             posts, post_ids, retrieval_scores = posts.take(keep), post_ids[keep], retrieval_scores[keep]
             authors = posts.author_id
 
@@ -523,10 +524,6 @@ class FeedService:
         n = len(cand_ids)
         return table.take(np.arange(n)), table.take(np.arange(n, len(ids)))
 
-    def popular_authors(self, post_ids: np.ndarray) -> np.ndarray:
-        lookup = dict(zip(self.popular.post_ids.tolist(), self.popular.author_ids.tolist(), strict=True))
-        return np.fromiter((lookup.get(int(p), 0) for p in post_ids), np.int64, len(post_ids))
-
     def _member(self, member_id: int, trace: _Trace) -> MemberOnline:
         if self.features is None:
             self._reopen("feature_store")
@@ -575,7 +572,7 @@ class FeedService:
         seen = [member.engaged_post_ids]
         if member.sequence_post_ids is not None:
             seen.append(member.sequence_post_ids)
-        return np.unique(np.concatenate(seen)) if seen else np.zeros(0, np.int64)
+        return np.unique(np.concatenate(seen))
 
     def _history_ids(self, member: MemberOnline) -> np.ndarray:
         ids = member.sequence_post_ids if member.sequence_post_ids is not None else member.engaged_post_ids
@@ -748,7 +745,3 @@ class FeedService:
         )
         checks["ranker"] = "ok" if self.ranker is not None else self.load_errors.get("ranker", "")
         return checks
-
-
-def utc(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat()

@@ -216,9 +216,7 @@ class PopularPosts:
     def __init__(self, paths: FeedPaths, *, as_of: float, window_days: int, size: int) -> None:
         self.paths, self.window_days, self.size = paths, window_days, size
         self.as_of = as_of
-        self.post_ids = np.zeros(0, np.int64)
-        self.author_ids = np.zeros(0, np.int64)
-        self.scores = np.zeros(0, np.float32)
+        self._set(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
         self.loaded_at = 0.0
         self.error: str | None = None
         self.refresh()
@@ -260,9 +258,9 @@ class PopularPosts:
             post_ids, score = post_ids[recent], score[recent]
             author = authors[c_order][pos][recent]
             top = np.argsort(-score, kind="stable")[: self.size]
-            self.post_ids = post_ids[top].astype(np.int64)
-            self.author_ids = author[top].astype(np.int64)
-            self.scores = score[top].astype(np.float32)
+            self._set(
+                post_ids[top].astype(np.int64), author[top].astype(np.int64), score[top].astype(np.float32)
+            )
             self.loaded_at = time.time()
             self.error = None
             log.info(
@@ -271,6 +269,24 @@ class PopularPosts:
         except Exception as exc:  # the fallback must never take the service down
             self.error = f"{type(exc).__name__}: {exc}"
             log.warning("popular fallback unavailable: %s", self.error)
+
+    def authors_of(self, post_ids: np.ndarray) -> np.ndarray:
+        """The author of each of ``post_ids`` (0 for a post not in the list)."""
+        pos = np.clip(np.searchsorted(self._sorted_ids, post_ids), 0, max(len(self._sorted_ids) - 1, 0))
+        if not len(self._sorted_ids):
+            return np.zeros(len(post_ids), np.int64)
+        hit = self._sorted_ids[pos] == post_ids
+        return np.where(hit, self._sorted_authors[pos], 0).astype(np.int64)
+
+    def forget(self, post_ids: set[int], author_ids: set[int]) -> None:
+        """Drop erased posts and the posts of erased members (the next refresh reads the erased tables)."""
+        keep = ~np.isin(self.post_ids, list(post_ids)) & ~np.isin(self.author_ids, list(author_ids))
+        self._set(self.post_ids[keep], self.author_ids[keep], self.scores[keep])
+
+    def _set(self, post_ids: np.ndarray, author_ids: np.ndarray, scores: np.ndarray) -> None:
+        order = np.argsort(post_ids, kind="stable")
+        self._sorted_ids, self._sorted_authors = post_ids[order], author_ids[order]
+        self.post_ids, self.author_ids, self.scores = post_ids, author_ids, scores
 
     def candidates(self, n: int, flt: SearchFilter) -> Candidates:
         keep = np.ones(len(self.post_ids), bool)

@@ -89,10 +89,6 @@ class PostTable:
             found=np.zeros(0, bool),
         )
 
-    @classmethod
-    def concat(cls, tables: list[PostTable]) -> PostTable:
-        return cls(**{name: np.concatenate([getattr(t, name) for t in tables]) for name in POST_COLUMNS})
-
 
 POST_COLUMNS: tuple[str, ...] = (
     "post_id",
