@@ -316,22 +316,23 @@ class OnlineFeatures:
             # Small batches with a pause between them: a request's own reads (the member, new posts) wait
             # for at most one batch on the store, and the parsing (Python, under the GIL) does not stall the
             # request threads for the whole refresh at once.
-            for s in range(0, len(ids), REFRESH_BATCH):
-                try:
-                    now = time.monotonic()
-                    self.posts_cache.put_many(self._fetch_posts(ids[s : s + REFRESH_BATCH], now), now)
-                except Exception as exc:  # the store is down: keep serving the cached rows
-                    log.warning("post feature refresh failed: %s", exc)
-                    break
-                time.sleep(REFRESH_PAUSE_S)
+            try:
+                self._cache_posts(ids, REFRESH_BATCH, REFRESH_PAUSE_S)
+            except Exception as exc:  # the store is down: keep serving the cached rows
+                log.warning("post feature refresh failed: %s", exc)
 
     def prewarm(self, post_ids: Sequence[int] | np.ndarray, batch: int = 500) -> int:
         """Read ``post_ids`` into the cache (start-up), in batches; returns the rows cached."""
         ids = list(dict.fromkeys(int(p) for p in post_ids))
+        self._cache_posts(ids, batch)
+        return len(ids)
+
+    def _cache_posts(self, ids: list[int], batch: int, pause_s: float = 0.0) -> None:
         for s in range(0, len(ids), batch):
             now = time.monotonic()
             self.posts_cache.put_many(self._fetch_posts(ids[s : s + batch], now), now)
-        return len(ids)
+            if pause_s:
+                time.sleep(pause_s)
 
     def _fetch_posts(self, post_ids: list[int], now: float) -> dict[int, _PostRow]:
         data = self._read(self._post_refs, [{"post_id": p} for p in post_ids])
